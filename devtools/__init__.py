@@ -1,0 +1,1 @@
+"""Developer tooling: `python -m devtools --help`."""

@@ -1,0 +1,48 @@
+"""Cross-node fan-out through Redis pub/sub.
+
+python-socketio's RedisManager shares one Redis client between publishing and
+the subscription, and a single failed publish replaces both: the listener's
+connection is closed under it and the node misses every emit until the listener
+has reconnected (seen as lost cross-node messages after a burst of disconnects).
+Here publishing has a client of its own, so a publish error never touches the
+subscription.
+"""
+from __future__ import annotations
+
+import logging
+
+import redis
+import socketio
+
+log = logging.getLogger(__name__)
+
+# Seconds; a publish that Redis does not accept within these fails (and is retried once).
+PUBLISH_TIMEOUT_S = 3.0
+
+
+class NodeRedisManager(socketio.RedisManager):
+    def __init__(self, url: str, channel: str, **kwargs):
+        super().__init__(url, channel=channel, **kwargs)
+        self._publisher: redis.Redis | None = None
+
+    def _publisher_client(self) -> redis.Redis:
+        if self._publisher is None:
+            self._publisher = redis.Redis.from_url(
+                self.redis_url, socket_connect_timeout=PUBLISH_TIMEOUT_S, socket_timeout=PUBLISH_TIMEOUT_S)
+        return self._publisher
+
+    def _publish(self, data):
+        payload = self.json.dumps(data)
+        for attempt in (1, 2):
+            try:
+                return self._publisher_client().publish(self.channel, payload)
+            except redis.RedisError as exc:
+                log.error("publish to %s failed (attempt %d): %r", self.channel, attempt, exc)
+                if attempt == 1:
+                    # Drop the pool: its connections may all be broken.
+                    client, self._publisher = self._publisher, None
+                    try:
+                        client.close()
+                    except Exception:
+                        pass
+        return None

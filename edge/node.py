@@ -1,0 +1,235 @@
+"""The edge node: one Socket.IO server, its sessions, and the node-wide loops
+(auth deadlines, revocation listener)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import engineio
+import redis
+import socketio
+
+from realtime import auth, db, envelope, keys, timeutil
+from realtime.actions.context import Actor, Context
+from realtime.errors import AUTH_REVOKED, ApiError
+from realtime.redis_client import make_redis
+from realtime.settings import Settings
+
+from .deadlines import DeadlineLoop
+from .dispatch import Dispatcher
+from .fanout import NodeRedisManager
+from .sessions import SessionRegistry, SocketSession
+
+log = logging.getLogger(__name__)
+
+# Engine.IO accepts packets up to this size so that an oversize event can be
+# answered `too_large` (PROTOCOL §11) instead of closing the socket; only far
+# larger packets (abuse) drop the connection.
+ENGINEIO_MAX_BUFFER_BYTES = 1024 * 1024
+# Delay before retrying the revocation subscription after a Redis failure.
+REVOCATION_RETRY_S = 1.0
+
+
+class _EngineIOServer(engineio.Server):
+    """Engine.IO sids start with the node id (`edge1.xxxx`) so that a load
+    balancer can route every later request of a session to the node that owns
+    it, which long-polling needs."""
+
+    node_id = ""
+
+    def generate_id(self):
+        return f"{self.node_id}.{super().generate_id()}"
+
+
+class _SocketIOServer(socketio.Server):
+    def __init__(self, node_id: str, **kwargs):
+        self._node_id = node_id
+        super().__init__(**kwargs)
+
+    def _engineio_server_class(self):
+        node_id = self._node_id
+
+        class NodeEngineIOServer(_EngineIOServer):
+            pass
+
+        NodeEngineIOServer.node_id = node_id
+        return NodeEngineIOServer
+
+
+class EdgeNode:
+    def __init__(self, settings: Settings, *, clock=timeutil.now):
+        self.settings = settings
+        self.clock = clock
+        self.node_id = settings.edge_node_id
+        self.redis = make_redis(settings)
+        self.sessions = SessionRegistry()
+        manager = NodeRedisManager(settings.redis_url, channel=settings.socketio_channel,
+                                   redis_options={"socket_connect_timeout": 2})
+        cors: Any = list(settings.cors_allowed_origins) or None
+        if cors == ["*"]:
+            cors = "*"
+        self.sio = _SocketIOServer(
+            self.node_id,
+            async_mode=settings.edge_async_mode,
+            client_manager=manager,
+            # Handlers of one socket run one after another, in the order sent
+            # (PROTOCOL §3); different sockets still run concurrently.
+            async_handlers=False,
+            cors_allowed_origins=cors,
+            max_http_buffer_size=ENGINEIO_MAX_BUFFER_BYTES,
+            ping_interval=25,
+            ping_timeout=20,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.ctx = Context(settings=settings, redis=self.redis, emit=self._emit,
+                           source=envelope.source_id("edge", self.node_id), clock=clock)
+        self.deadlines = DeadlineLoop(clock=clock, sleep=self.sio.sleep)
+        self.deadlines.on("auth_grace", self._on_auth_grace)
+        self.deadlines.on("token_expiry", self._on_token_expiry)
+        self.dispatcher = Dispatcher(self)
+        # Extension points for features that react to socket lifecycle events
+        # (presence, typing): hook(node, session[, conversation_id]).
+        self.on_disconnect_hooks: list = []
+        self.after_send_hooks: list = []
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+
+    # --- plumbing -----------------------------------------------------------------
+    def _emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+        self.sio.emit(event, data, room=room, skip_sid=skip_sid)
+
+    def start_background(self, fn, *args, **kwargs):
+        return self.sio.start_background_task(fn, *args, **kwargs)
+
+    def actor(self, session: SocketSession) -> Actor:
+        return Actor(user_id=session.user_id, sid=session.sid, device_id=session.device_id)
+
+    def start(self) -> None:
+        db.connect(self.settings)
+        self.start_background(self.deadlines.run_forever)
+        self.start_background(self._revocation_listener)
+
+    # --- connection lifecycle ---------------------------------------------------
+    def _on_connect(self, sid: str, environ: dict, auth_data: Any = None):
+        session = SocketSession(sid=sid, connected_at=self.clock())
+        token = auth_data.get("token") if isinstance(auth_data, dict) else None
+        device_hint = auth_data.get("device_id") if isinstance(auth_data, dict) else None
+        if token is None:
+            # Authenticate-after-connect: the client has AUTH_GRACE_S to send
+            # `authenticate`; other events get `unauthenticated` meanwhile.
+            self.sessions.add(session)
+            self.deadlines.schedule(session.connected_at + self.settings.auth_grace_s, "auth_grace", sid)
+            return True
+        try:
+            identity = self._verify(token)
+        except ApiError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code, "message": exc.message}) from None
+        except redis.RedisError:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "service unavailable", {"code": "unavailable", "message": "service unavailable"}) from None
+        self.sessions.add(session)
+        self._bind(session, identity, device_hint)
+        # Sent after the CONNECT packet, which goes out when this handler returns.
+        self.start_background(self._announce_authenticated, sid)
+        return True
+
+    def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        session = self.sessions.remove(sid)
+        if session is None:
+            return
+        for hook in self.on_disconnect_hooks:
+            try:
+                hook(self, session)
+            except Exception:
+                log.exception("disconnect hook failed for %s", sid)
+
+    def _verify(self, token: Any) -> auth.Identity:
+        identity = auth.verify(token, self.settings)
+        if identity.session_id and self.redis.exists(keys.revoked_session(identity.session_id)):
+            raise ApiError(AUTH_REVOKED, "session revoked")
+        return identity
+
+    def _bind(self, session: SocketSession, identity: auth.Identity, device_hint: Any) -> None:
+        first = not session.authenticated
+        session.user_id = identity.user_id
+        session.expires_at = identity.expires_at
+        if first:
+            if identity.device_id:
+                session.device_id = identity.device_id
+            elif isinstance(device_hint, str) and 0 < len(device_hint) <= 128:
+                session.device_id = device_hint
+            else:
+                session.device_id = session.sid
+            self.sio.enter_room(session.sid, keys.user_room(identity.user_id))
+        self.sessions.bind_auth_session(session, identity.session_id)
+        self.deadlines.schedule(identity.expires_at, "token_expiry", session.sid)
+
+    def authenticated_payload(self, session: SocketSession) -> dict:
+        return {
+            "user_id": session.user_id,
+            "session_id": session.session_id,
+            "device_id": session.device_id,
+            "expires_at": timeutil.iso(session.expires_at),
+        }
+
+    def _announce_authenticated(self, sid: str) -> None:
+        session = self.sessions.get(sid)
+        if session is not None and session.authenticated:
+            self.sio.emit("authenticated", self.authenticated_payload(session), to=sid)
+
+    def authenticate(self, session: SocketSession, token: Any, device_hint: Any = None) -> dict:
+        """The `authenticate` event: first authentication or a token refresh."""
+        identity = self._verify(token)
+        if session.authenticated and identity.user_id != session.user_id:
+            raise ApiError("forbidden", "token is for another user; the socket stays bound")
+        self._bind(session, identity, device_hint)
+        payload = self.authenticated_payload(session)
+        self.sio.emit("authenticated", payload, to=session.sid)
+        return payload
+
+    # --- deadlines ---------------------------------------------------------------------
+    def _on_auth_grace(self, sid: str, now: float) -> None:
+        session = self.sessions.get(sid)
+        if session is not None and not session.authenticated:
+            log.info("disconnecting %s: not authenticated within %.1fs", sid, self.settings.auth_grace_s)
+            self.sio.disconnect(sid)
+
+    def _on_token_expiry(self, sid: str, now: float) -> None:
+        session = self.sessions.get(sid)
+        # Re-check: a refresh moved the deadline and left this entry stale.
+        if session is None or session.expires_at is None or session.expires_at > now:
+            return
+        self.sio.emit("auth_expired", {}, to=sid)
+        self.sio.disconnect(sid)
+
+    # --- revocation --------------------------------------------------------------------
+    def _revocation_listener(self) -> None:
+        while True:
+            pubsub = None
+            try:
+                conn = make_redis(self.settings, socket_timeout=None)
+                pubsub = conn.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(keys.REVOCATION_CHANNEL)
+                for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.revoke(str(message["data"]))
+            except redis.RedisError as exc:
+                log.warning("revocation listener lost Redis (%s); retrying", exc)
+            except Exception:
+                log.exception("revocation listener failed; retrying")
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        pass
+            self.sio.sleep(REVOCATION_RETRY_S)
+
+    def revoke(self, auth_session_id: str) -> None:
+        for sid in self.sessions.sids_of_auth_session(auth_session_id):
+            self.sio.emit("session_revoked", {"session_id": auth_session_id}, to=sid)
+            self.sio.disconnect(sid)
+
+

@@ -1,0 +1,108 @@
+"""Build the edge node's WSGI app and serve it on eventlet (default) or gevent."""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+
+import redis
+import socketio
+
+from realtime.settings import SettingsError, get_settings
+
+from . import handlers
+from .node import EdgeNode
+
+log = logging.getLogger("edge")
+
+# Seconds the readiness probe waits for Redis before answering 503.
+READYZ_REDIS_TIMEOUT_S = 1.0
+
+
+def build_app(node: EdgeNode):
+    """The WSGI app: /healthz, /readyz, then Socket.IO."""
+    sio_app = socketio.WSGIApp(node.sio, socketio_path="socket.io")
+    probe = redis.Redis.from_url(node.settings.redis_url, socket_timeout=READYZ_REDIS_TIMEOUT_S,
+                                 socket_connect_timeout=READYZ_REDIS_TIMEOUT_S)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if path == "/readyz":
+            try:
+                probe.ping()
+            except redis.RedisError:
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [b"redis unreachable\n"]
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ready\n"]
+        # Refuse permessage-deflate: compressing every frame for every recipient
+        # costs far more CPU and ~200 KB per connection than the bandwidth it saves
+        # on small chat frames (see shared/PERFORMANCE-NOTES.md).
+        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return sio_app(environ, start_response)
+
+    return app
+
+
+def create_node() -> EdgeNode:
+    settings = get_settings()
+    settings.check_edge_safe()
+    node = EdgeNode(settings)
+    for module in handlers.MODULES:
+        for spec in module.EVENTS:
+            node.dispatcher.add(spec)
+        setup = getattr(module, "setup", None)
+        if setup is not None:
+            setup(node)
+    node.dispatcher.register(node.sio)
+    return node
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Inherited by accepted sockets on Linux: small chat frames go out at once
+    # instead of waiting for Nagle to merge them.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
+
+
+def serve(node: EdgeNode, app) -> None:
+    s = node.settings
+    if s.edge_async_mode == "gevent":
+        from gevent.pool import Pool
+        from gevent.pywsgi import WSGIServer
+
+        listener = _listen(s.edge_host, s.edge_port, s.edge_listen_backlog)
+        server = WSGIServer(listener, app, spawn=Pool(s.edge_max_connections), log=None)
+        server.serve_forever()
+    else:
+        import eventlet
+        import eventlet.wsgi
+
+        listener = eventlet.listen((s.edge_host, s.edge_port), backlog=s.edge_listen_backlog)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        eventlet.wsgi.server(listener, app, max_size=s.edge_max_connections, log_output=False,
+                             socket_timeout=None, keepalive=True)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    try:
+        node = create_node()
+    except SettingsError as exc:
+        log.error("refusing to start: %s", exc)
+        sys.exit(2)
+    app = build_app(node)
+    node.start()
+    log.info("edge node %s listening on %s:%d (%s)", node.node_id, node.settings.edge_host,
+             node.settings.edge_port, node.settings.edge_async_mode)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(node, app)

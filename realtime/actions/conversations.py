@@ -1,0 +1,54 @@
+"""Conversation lookups and membership checks."""
+from __future__ import annotations
+
+from mongoengine.errors import MongoEngineException
+
+from ..db import DB_DOWN_ERRORS, unavailable
+from ..errors import FORBIDDEN, NOT_FOUND, ApiError
+from ..models import Conversation, Message
+
+
+def load(conversation_id: str) -> Conversation:
+    try:
+        conv = Conversation.objects(id=conversation_id).only("kind", "members", "last_seq").first()
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+    if conv is None:
+        raise ApiError(NOT_FOUND, "conversation not found")
+    return conv
+
+
+def load_for_member(conversation_id: str, user_id: str) -> Conversation:
+    conv = load(conversation_id)
+    if user_id not in (conv.members or []):
+        raise ApiError(FORBIDDEN, "not a member of this conversation")
+    return conv
+
+
+def member_conversations(user_id: str, conversation_ids: list[str]) -> dict[str, Conversation]:
+    """The subset of `conversation_ids` that `user_id` is a member of."""
+    if not conversation_ids:
+        return {}
+    try:
+        found = Conversation.objects(id__in=conversation_ids, members=user_id).only("kind", "members", "last_seq")
+        return {conv.id: conv for conv in found}
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+
+
+def stored_last_seq(conversation_id: str) -> int:
+    """The highest seq actually stored (slow path: used when the hint is stale)."""
+    try:
+        top = Message.objects(conversation_id=conversation_id).order_by("-seq").only("seq").first()
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+    return top.seq if top else 0
+
+
+def advance_last_seq(conversation_id: str, seq: int) -> None:
+    """Move the conversation's last_seq hint forward only."""
+    try:
+        Conversation.objects(id=conversation_id).update_one(max__last_seq=seq)
+    except (MongoEngineException, *DB_DOWN_ERRORS):
+        # Only a hint: a stale value is repaired by the next insert (see messages.send).
+        pass

@@ -1,0 +1,263 @@
+"""Messages: send, edit, delete, sync, history (PROTOCOL §4), and the fan-out of
+messages the message service produced to Kafka.
+
+`seq` is gapless per conversation without transactions: a message is inserted at
+`last_seq + 1` and the unique (conversation_id, seq) index refuses a taken slot;
+on refusal the writer moves to the next slot. Since the `last_seq` hint never
+exceeds the highest stored seq, the first free slot found is always max + 1.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+
+from mongoengine.errors import NotUniqueError
+
+from .. import envelope, keys, outbox, timeutil
+from ..db import DB_DOWN_ERRORS, unavailable
+from ..errors import CONFLICT, FORBIDDEN, NOT_FOUND, UNAVAILABLE, ApiError
+from ..models import Message, MessageClaim
+from . import conversations
+from .context import Actor, Context
+
+# Slots tried before giving up on one send. Each refusal means another message
+# won the slot, so reaching this needs sustained contention on one conversation.
+MAX_SEQ_ATTEMPTS = 50
+SYNC_PAGE = 300
+SYNC_MAX_CONVERSATIONS = 500
+HISTORY_DEFAULT_LIMIT = 50
+HISTORY_MAX_LIMIT = 100
+
+
+def new_message_id(now: float) -> str:
+    # Time-ordered prefix (ms, hex) so ids sort roughly by creation; random tail.
+    return f"{int(now * 1000):012x}{secrets.token_hex(8)}"
+
+
+def _created_event(ctx: Context, message: Message) -> envelope.Envelope:
+    return envelope.make(
+        "message.created", ctx.source, {"message": message.to_wire()},
+        user_id=message.sender_id, conversation_id=message.conversation_id,
+        event_id=envelope.stable_event_id("message.created", message.id),
+        occurred_at=timeutil.from_iso(timeutil.iso(message.created_at)),
+    )
+
+
+def _find(message_id: str) -> Message | None:
+    try:
+        return Message.objects(id=message_id).first()
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+
+
+def _claim(actor: Actor, conversation_id: str, client_msg_id: str, now: float) -> MessageClaim:
+    """Reserve the message id for (sender, client_msg_id), or return the earlier claim."""
+    key = MessageClaim.key(actor.user_id, client_msg_id)
+    try:
+        claim = MessageClaim.objects(id=key).first()
+        if claim is None:
+            claim = MessageClaim(id=key, message_id=new_message_id(now),
+                                 conversation_id=conversation_id,
+                                 created_at=timeutil.utc_datetime(now))
+            try:
+                claim.save(force_insert=True)
+            except NotUniqueError:
+                claim = MessageClaim.objects(id=key).first()
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+    if claim is None:  # pragma: no cover - claim deleted between insert and read
+        raise ApiError(CONFLICT, "client_msg_id is being used concurrently; retry")
+    if claim.conversation_id != conversation_id:
+        raise ApiError(CONFLICT, "client_msg_id was already used in another conversation")
+    return claim
+
+
+def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, body: str,
+         reply_to: str | None) -> tuple[dict, bool]:
+    """Store and announce a message. Returns (wire message, created_now)."""
+    conv = conversations.load_for_member(conversation_id, actor.user_id)
+    now = ctx.clock()
+    claim = _claim(actor, conversation_id, client_msg_id, now)
+
+    existing = _find(claim.message_id)
+    if existing is not None:
+        # A retry: same message, nothing new on the sockets. The envelope is
+        # appended again (same event_id) in case the first attempt died before
+        # reaching the outbox; Kafka consumers deduplicate by event_id.
+        outbox.append(ctx.redis, _created_event(ctx, existing))
+        return existing.to_wire(), False
+
+    message = Message(
+        id=claim.message_id, conversation_id=conversation_id, sender_id=actor.user_id,
+        body=body, reply_to=reply_to, client_msg_id=client_msg_id,
+        created_at=timeutil.utc_datetime(now), edited_at=None, deleted=False,
+    )
+    seq = (conv.last_seq or 0) + 1
+    for attempt in range(MAX_SEQ_ATTEMPTS):
+        message.seq = seq
+        try:
+            message.save(force_insert=True, validate=False)
+            break
+        except NotUniqueError:
+            concurrent = _find(message.id)
+            if concurrent is not None:  # a concurrent retry of this very send won
+                return concurrent.to_wire(), False
+            # The slot is taken. On the first refusal re-read the real maximum
+            # (the hint may be stale after a failed hint update or writes by the
+            # message service); after that, walk up one slot at a time.
+            seq = conversations.stored_last_seq(conversation_id) + 1 if attempt == 0 else seq + 1
+        except DB_DOWN_ERRORS as exc:
+            raise unavailable(exc) from exc
+    else:
+        raise ApiError(UNAVAILABLE, "conversation too busy, retry")
+    conversations.advance_last_seq(conversation_id, message.seq)
+
+    wire = message.to_wire()
+    outbox.append(ctx.redis, _created_event(ctx, message))
+    ctx.emit("message_new", {"message": wire}, room=keys.conversation_room(conversation_id),
+             skip_sid=actor.sid)
+    return wire, True
+
+
+def _load_own(actor: Actor, message_id: str) -> Message:
+    message = _find(message_id)
+    if message is None or message.deleted:
+        raise ApiError(NOT_FOUND, "message not found")
+    if message.sender_id != actor.user_id:
+        raise ApiError(FORBIDDEN, "only the sender may change a message")
+    return message
+
+
+def edit(ctx: Context, actor: Actor, message_id: str, body: str) -> dict:
+    message = _load_own(actor, message_id)
+    now = ctx.clock()
+    edited_at = timeutil.utc_datetime(now)
+    try:
+        updated = Message.objects(id=message_id, deleted__ne=True).update_one(
+            set__body=body, set__edited_at=edited_at)
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+    if not updated:
+        raise ApiError(NOT_FOUND, "message not found")
+    message.body = body
+    message.edited_at = edited_at
+    wire = message.to_wire()
+    outbox.append(ctx.redis, envelope.make(
+        "message.updated", ctx.source, {"message": wire},
+        user_id=actor.user_id, conversation_id=message.conversation_id,
+        event_id=envelope.stable_event_id("message.updated", message.id, wire["edited_at"]),
+        occurred_at=now,
+    ))
+    ctx.emit("message_updated", {"message": wire},
+             room=keys.conversation_room(message.conversation_id), skip_sid=actor.sid)
+    return wire
+
+
+def delete(ctx: Context, actor: Actor, message_id: str) -> None:
+    message = _find(message_id)
+    if message is None:
+        raise ApiError(NOT_FOUND, "message not found")
+    if message.sender_id != actor.user_id:
+        raise ApiError(FORBIDDEN, "only the sender may delete a message")
+    if message.deleted:
+        return  # idempotent: already a tombstone, already announced
+    try:
+        Message.objects(id=message_id).update_one(set__deleted=True, set__body=None)
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+    message.deleted = True
+    message.body = None
+    now = ctx.clock()
+    outbox.append(ctx.redis, envelope.make(
+        "message.deleted", ctx.source, {"message": message.to_wire()},
+        user_id=actor.user_id, conversation_id=message.conversation_id,
+        event_id=envelope.stable_event_id("message.deleted", message.id),
+        occurred_at=now,
+    ))
+    ctx.emit("message_deleted",
+             {"conversation_id": message.conversation_id, "message_id": message.id, "seq": message.seq},
+             room=keys.conversation_room(message.conversation_id), skip_sid=actor.sid)
+
+
+def _page(conversation_id: str, after_seq: int, limit: int) -> list[Message]:
+    try:
+        return list(Message.objects(conversation_id=conversation_id, seq__gt=after_seq)
+                    .order_by("seq").limit(limit))
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+
+
+def sync(user_id: str, positions: dict[str, int]) -> dict:
+    """Messages after each given seq, for the conversations the user belongs to."""
+    convs = conversations.member_conversations(user_id, list(positions))
+    result = {}
+    for conversation_id, conv in convs.items():
+        after = positions[conversation_id]
+        page = _page(conversation_id, after, SYNC_PAGE + 1)
+        more = len(page) > SYNC_PAGE
+        page = page[:SYNC_PAGE]
+        last_seq = conv.last_seq or 0
+        if (more and last_seq <= page[-1].seq) or (page and page[-1].seq > last_seq):
+            # The hint lags behind what is stored (messages written by the message
+            # service, or a failed hint update): ask the messages themselves.
+            last_seq = conversations.stored_last_seq(conversation_id)
+        result[conversation_id] = {
+            "messages": [m.to_wire() for m in page],
+            "last_seq": last_seq,
+            "recovered": not more,
+        }
+    return result
+
+
+def history(user_id: str, conversation_id: str, before_seq: int | None, limit: int) -> list[dict]:
+    conversations.load_for_member(conversation_id, user_id)
+    query = {"conversation_id": conversation_id}
+    if before_seq is not None:
+        query["seq__lt"] = before_seq
+    try:
+        newest_first = list(Message.objects(**query).order_by("-seq").limit(limit))
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+    return [m.to_wire() for m in reversed(newest_first)]
+
+
+# --- Messages produced by the message service to Kafka -------------------------------
+
+_EXTERNAL_EVENTS = {
+    "message.created": "message_new",
+    "message.updated": "message_updated",
+    "message.deleted": "message_deleted",
+}
+
+
+def fan_out_external(ctx: Context, event: dict) -> bool:
+    """Fan out one chat.messages envelope from another service, once per event_id.
+
+    Returns True when it was emitted now, False when skipped (the layer's own
+    event, a duplicate delivery, or not a message event).
+    """
+    socket_event = _EXTERNAL_EVENTS.get(event.get("type"))
+    message = (event.get("data") or {}).get("message")
+    event_id = event.get("event_id")
+    if socket_event is None or not isinstance(message, dict) or not isinstance(event_id, str):
+        return False
+    if envelope.is_own_source(event.get("source")):
+        return False  # already fanned out by the edge that made it
+    conversation_id = message.get("conversation_id") or event.get("conversation_id")
+    if not isinstance(conversation_id, str):
+        return False
+    # Claim the event id first: a crash between the claim and the emit loses one
+    # fan-out, the opposite order would send it twice; clients recover with `sync`.
+    if not ctx.redis.set(keys.fanout_done(event_id), int(time.time()), nx=True, ex=FANOUT_DEDUPE_TTL_S):
+        return False
+    if socket_event == "message_deleted":
+        data = {"conversation_id": conversation_id, "message_id": message.get("id"), "seq": message.get("seq")}
+    else:
+        data = {"message": message}
+    ctx.emit(socket_event, data, room=keys.conversation_room(conversation_id))
+    return True
+
+
+# Kafka redelivers within the consumer group's session; a week covers any replay
+# from a committed offset after an outage.
+FANOUT_DEDUPE_TTL_S = 7 * 24 * 3600

@@ -1,0 +1,43 @@
+"""Every Redis key and channel the layer uses, in one place.
+
+Socket.IO room names are internal (clients never name rooms, PROTOCOL §2) and are
+built here too so that edge and workers address the same rooms.
+"""
+from __future__ import annotations
+
+# --- Socket.IO rooms --------------------------------------------------------
+def user_room(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def conversation_room(conversation_id: str) -> str:
+    return f"conv:{conversation_id}"
+
+
+# --- Auth ---------------------------------------------------------------------
+# Written by the auth service (PROTOCOL §2); we only read / subscribe.
+REVOCATION_CHANNEL = "auth:revocations"
+
+
+def revoked_session(session_id: str) -> str:
+    return f"auth:revoked:{session_id}"
+
+
+# --- Kafka outbox (durable buffer between the edge and Kafka) ------------------
+OUTBOX_STREAM = "rt:outbox"
+OUTBOX_GROUP = "kafka-relay"
+OUTBOX_RELAY_LOCK = "rt:lock:outbox-relay"
+
+
+# --- Kafka fan-out of chat.messages ---------------------------------------------
+def fanout_done(event_id: str) -> str:
+    """Set once an externally produced event has been fanned out (dedupe)."""
+    return f"rt:fanout:done:{event_id}"
+
+
+# --- Edge nodes --------------------------------------------------------------------
+NODES_HEARTBEAT = "rt:nodes:heartbeat"  # zset node_id -> last heartbeat (epoch s)
+
+
+def sweep_lock(name: str) -> str:
+    return f"rt:lock:sweep:{name}"

@@ -1,0 +1,27 @@
+"""Redis locks for periodic work: two beats, or two workers picking up the same
+periodic task, must not run one sweep twice at once."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import redis
+
+
+@contextlib.contextmanager
+def held(r: redis.Redis, name: str, ttl_s: float) -> Iterator[bool]:
+    """Try to take the lock without waiting; yields whether it was taken.
+
+    The TTL frees the lock if its holder dies; work under the lock must finish
+    well within it (the Celery task time limit is set below the TTL).
+    """
+    lock = r.lock(name, timeout=ttl_s, blocking=False)
+    acquired = lock.acquire(blocking=False)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                pass  # expired meanwhile; someone else may hold it now

@@ -1,0 +1,30 @@
+"""Redis connections with timeouts on every call (a hung Redis must not hang a handler)."""
+from __future__ import annotations
+
+import functools
+
+import redis
+
+from .settings import Settings, get_settings
+
+# Seconds; a Redis that does not answer within these is treated as down
+# (`unavailable`), never waited on forever.
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_SOCKET_TIMEOUT_S = 3.0
+
+
+def make_redis(settings: Settings, **overrides) -> redis.Redis:
+    options = dict(
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_keepalive=True,
+        retry_on_timeout=False,
+        decode_responses=True,
+    )
+    options.update(overrides)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+@functools.lru_cache(maxsize=1)
+def get_redis() -> redis.Redis:
+    return make_redis(get_settings())

@@ -1,0 +1,196 @@
+"""Settings read from the environment (PROTOCOL §12), shared by every process.
+
+One frozen `Settings` object per process, built by `get_settings()`. Tests and
+tools that need other values build their own with `Settings.from_env(env)`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Mapping
+
+DEV_JWT_SECRET = "dev-secret-do-not-use-in-production"
+
+
+class SettingsError(RuntimeError):
+    """The configuration is unsafe or inconsistent; the process must not start."""
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _public_keys(raw: str | None) -> dict[str, str]:
+    """JWT_PUBLIC_KEYS: a JSON object {kid: PEM}, a path to such a JSON file, or one PEM.
+
+    A single PEM (inline or a path to a .pem file) is stored under the kid "" and is
+    used for tokens without a `kid` header.
+    """
+    if not raw or not raw.strip():
+        return {}
+    text = raw.strip()
+    if not text.startswith(("{", "-----")) and os.path.exists(text):
+        with open(text, encoding="utf-8") as fh:
+            text = fh.read().strip()
+    if text.startswith("-----"):
+        return {"": text}
+    try:
+        keys = json.loads(text)
+    except ValueError as exc:
+        raise SettingsError("JWT_PUBLIC_KEYS must be JSON {kid: PEM}, a PEM, or a path") from exc
+    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+        raise SettingsError("JWT_PUBLIC_KEYS must map key ids to PEM strings")
+    return {str(k): v for k, v in keys.items()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Backing services
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = "chat."
+    mongo_url: str = "mongodb://127.0.0.1:27017/realtime"
+
+    # Auth (PROTOCOL §2)
+    dev_mode: bool = False
+    jwt_secret: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_public_keys: dict[str, str] = field(default_factory=dict)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Leeway for clock skew between the auth service and this layer.
+    jwt_leeway_s: float = 5.0
+
+    # Timings (PROTOCOL §12), seconds
+    auth_grace_s: float = 10.0
+    presence_offline_grace_s: float = 10.0
+    presence_node_timeout_s: float = 20.0
+    typing_expiry_s: float = 10.0
+    receipt_window_s: float = 1.0
+    push_coalesce_s: float = 1.0
+    call_ring_timeout_s: float = 45.0
+    call_reconnect_grace_s: float = 15.0
+
+    # Calls
+    turn_secret: str | None = None
+    turn_urls: tuple[str, ...] = ()
+    stun_urls: tuple[str, ...] = ()
+    turn_ttl_s: int = 3600
+
+    # Limits (PROTOCOL §11)
+    max_packet_bytes: int = 64 * 1024
+    max_body_chars: int = 16384
+    max_sdp_bytes: int = 32 * 1024
+    max_rooms_per_socket: int = 500
+    max_presence_subscriptions: int = 1000
+    # Over this many rate_limited answers within abuse_window_s the socket is dropped.
+    abuse_rate_limited_max: int = 100
+    abuse_window_s: float = 10.0
+
+    # Edge node
+    edge_port: int = 5001
+    edge_host: str = "127.0.0.1"
+    edge_node_id: str = ""
+    edge_async_mode: str = "eventlet"
+    # eventlet's defaults are 1,024 connections per process and a listen backlog
+    # of 50; a chat edge holds tens of thousands of mostly idle sockets.
+    edge_max_connections: int = 100_000
+    edge_listen_backlog: int = 4096
+    cors_allowed_origins: tuple[str, ...] = ()
+    # Channel of the Socket.IO Redis manager (cross-node fan-out).
+    socketio_channel: str = "socketio"
+
+    # Celery / Flower
+    flower_basic_auth: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        port = _int(env, "EDGE_PORT", 5001)
+        return cls(
+            redis_url=env.get("REDIS_URL") or cls.redis_url,
+            kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or cls.kafka_bootstrap,
+            kafka_topic_prefix=env.get("KAFKA_TOPIC_PREFIX", cls.kafka_topic_prefix),
+            mongo_url=env.get("MONGO_URL") or cls.mongo_url,
+            dev_mode=_flag(env.get("DEV_MODE")),
+            jwt_secret=env.get("JWT_SECRET") or None,
+            jwt_algorithms=_csv(env.get("JWT_ALGORITHMS")) or ("HS256",),
+            jwt_public_keys=_public_keys(env.get("JWT_PUBLIC_KEYS")),
+            jwt_audience=env.get("JWT_AUDIENCE") or None,
+            jwt_issuer=env.get("JWT_ISSUER") or None,
+            auth_grace_s=_float(env, "AUTH_GRACE_S", 10.0),
+            presence_offline_grace_s=_float(env, "PRESENCE_OFFLINE_GRACE_S", 10.0),
+            presence_node_timeout_s=_float(env, "PRESENCE_NODE_TIMEOUT_S", 20.0),
+            typing_expiry_s=_float(env, "TYPING_EXPIRY_S", 10.0),
+            receipt_window_s=_float(env, "RECEIPT_WINDOW_S", 1.0),
+            push_coalesce_s=_float(env, "PUSH_COALESCE_S", 1.0),
+            call_ring_timeout_s=_float(env, "CALL_RING_TIMEOUT_S", 45.0),
+            call_reconnect_grace_s=_float(env, "CALL_RECONNECT_GRACE_S", 15.0),
+            turn_secret=env.get("TURN_SECRET") or None,
+            turn_urls=_csv(env.get("TURN_URLS")),
+            stun_urls=_csv(env.get("STUN_URLS")),
+            turn_ttl_s=_int(env, "TURN_TTL_S", 3600),
+            max_packet_bytes=_int(env, "LIMIT_PACKET_BYTES", 64 * 1024),
+            edge_port=port,
+            edge_host=env.get("EDGE_HOST") or "127.0.0.1",
+            edge_node_id=env.get("EDGE_NODE_ID") or f"edge-{socket.gethostname()}-{port}",
+            edge_async_mode=(env.get("EDGE_ASYNC_MODE") or "eventlet").lower(),
+            edge_max_connections=_int(env, "EDGE_MAX_CONNECTIONS", 100_000),
+            edge_listen_backlog=_int(env, "EDGE_LISTEN_BACKLOG", 4096),
+            cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS")),
+            socketio_channel=env.get("EDGE_SOCKETIO_CHANNEL") or "socketio",
+            flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
+        )
+
+    def topic(self, name: str) -> str:
+        """Full Kafka topic name for a short name such as 'messages'."""
+        return f"{self.kafka_topic_prefix}{name}"
+
+    def check_edge_safe(self) -> None:
+        """Refuse settings that must never reach production (PROTOCOL §12)."""
+        if self.edge_async_mode not in {"eventlet", "gevent"}:
+            raise SettingsError("EDGE_ASYNC_MODE must be 'eventlet' or 'gevent'")
+        uses_hmac = any(alg.startswith("HS") for alg in self.jwt_algorithms)
+        if "none" in {a.lower() for a in self.jwt_algorithms}:
+            raise SettingsError("JWT_ALGORITHMS must not contain 'none'")
+        if uses_hmac and not self.jwt_secret:
+            raise SettingsError("JWT_SECRET is required for HS* algorithms")
+        if not self.dev_mode and self.jwt_secret == DEV_JWT_SECRET:
+            raise SettingsError("the dev JWT secret is refused when DEV_MODE is off")
+        if any(not alg.startswith("HS") for alg in self.jwt_algorithms) and not self.jwt_public_keys:
+            raise SettingsError("JWT_PUBLIC_KEYS is required for RS*/ES* algorithms")
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,90 @@
+"""Bad input gets the contract's error, changes nothing, and leaves the socket usable."""
+import time
+
+import pytest
+
+from realtime.models import Message
+from tests import support
+from tests.support import unique
+
+CONV = "__placeholder__"
+
+# (event, payload, expected code). CONV is replaced by a real conversation id.
+CASES = [
+    ("join_room", {}, "invalid_payload"),
+    ("join_room", {"conversation_id": 42}, "invalid_payload"),
+    ("join_room", "a string", "invalid_payload"),
+    ("join_room", {"conversation_id": "x" * 500}, "invalid_payload"),
+    ("leave_room", {"conversation_id": None}, "invalid_payload"),
+    ("message_send", {"conversation_id": CONV}, "invalid_payload"),
+    ("message_send", {"conversation_id": CONV, "client_msg_id": "c", "body": 5}, "invalid_payload"),
+    ("message_send", {"conversation_id": CONV, "client_msg_id": "c", "body": ""}, "invalid_payload"),
+    ("message_send", {"conversation_id": CONV, "client_msg_id": ["c"], "body": "x"}, "invalid_payload"),
+    ("message_send", {"conversation_id": CONV, "body": "no client id"}, "invalid_payload"),
+    ("message_send", {"conversation_id": CONV, "client_msg_id": "c", "body": "x" * 16385}, "too_large"),
+    ("message_send", {"conversation_id": CONV, "client_msg_id": "c", "body": "x" * 100_000}, "too_large"),
+    ("message_send", {"conversation_id": CONV, "client_msg_id": "c", "body": "x", "reply_to": 7}, "invalid_payload"),
+    ("message_edit", {"message_id": 1, "body": "x"}, "invalid_payload"),
+    ("message_edit", {"message_id": "m"}, "invalid_payload"),
+    ("message_delete", {}, "invalid_payload"),
+    ("sync", {"conversations": [CONV]}, "invalid_payload"),
+    ("sync", {"conversations": {CONV: "7"}}, "invalid_payload"),
+    ("sync", {"conversations": {CONV: -1}}, "invalid_payload"),
+    ("history", {"conversation_id": CONV, "limit": "ten"}, "invalid_payload"),
+    ("history", {"conversation_id": CONV, "before_seq": 0}, "invalid_payload"),
+    ("authenticate", {"token": 12}, "auth_invalid"),
+    ("no_such_event", {}, "invalid_payload"),
+    ("message_send", {"conversation_id": CONV, "client_msg_id": "c", "body": "x", "pad": "y" * 70_000}, "too_large"),
+]
+
+
+def _fill(value, conv):
+    if value == CONV:
+        return conv
+    if isinstance(value, dict):
+        return {_fill(k, conv): _fill(v, conv) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, conv) for v in value]
+    return value
+
+
+def test_every_bad_payload_is_refused_and_changes_nothing(clients, nodes):
+    user = unique("u")
+    conv = support.make_conversation([user])
+    c = clients(nodes[0], user=user)
+    for event, payload, code in CASES:
+        ack = c.call(event, _fill(payload, conv))
+        assert ack["ok"] is False, (event, payload)
+        assert ack["error"]["code"] == code, (event, payload, ack)
+        assert isinstance(ack["error"]["message"], str) and ack["error"]["message"]
+        time.sleep(0.03)  # stay under the per-event rate limits
+    assert Message.objects(conversation_id=conv).count() == 0
+    assert c.sio.connected
+    assert c.call("message_send", {"conversation_id": conv, "client_msg_id": "fine", "body": "ok"})["ok"]
+
+
+def test_no_payload_and_extra_arguments(clients, nodes):
+    c = clients(nodes[0], user=unique("u"))
+    assert c.call("join_room")["error"]["code"] == "invalid_payload"
+    got = []
+    c.sio.emit("join_room", ({"conversation_id": "a"}, {"x": 1}), callback=lambda *a: got.append(a))
+    support.eventually(lambda: got)
+    assert got[0][0]["error"]["code"] == "invalid_payload"
+    assert c.sio.connected
+
+
+def test_rate_limit_then_disconnect_on_sustained_abuse(clients):
+    c = clients(support.EDGE1, user=unique("u"))
+    acks = []
+    for _ in range(60):
+        c.sio.emit("history", {"conversation_id": "x"}, callback=lambda ack: acks.append(ack))
+    support.eventually(lambda: len(acks) == 60)
+    codes = [a["error"]["code"] for a in acks]
+    assert codes.count("rate_limited") >= 15  # burst of 40, a few refilled meanwhile
+    assert c.sio.connected  # errors alone never disconnect
+    # Sustained abuse: over 100 rate_limited answers within 10 s drops the socket.
+    for _ in range(200):
+        if not c.sio.connected:
+            break
+        c.sio.emit("history", {"conversation_id": "x"})
+    assert c.disconnected.wait(5)

@@ -1,0 +1,109 @@
+"""Every acknowledged state change reaches Kafka at least once (PROTOCOL §9)."""
+import os
+import subprocess
+import time
+
+import orjson
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from realtime import envelope, keys, outbox
+from realtime.settings import Settings
+from tests import support
+from tests.support import unique
+from workers import kafka_relay
+
+SUPERVISORCTL = [str(support.ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(support.ROOT / "supervisord.conf")]
+
+
+def consume_event_ids(topic: str, want: set[str], timeout: float) -> dict[str, dict]:
+    """Read the whole topic until every wanted event_id was seen (or time out)."""
+    consumer = KafkaConsumer(bootstrap_servers=support.SETTINGS.kafka_bootstrap, enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=1000, request_timeout_ms=30000)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    seen: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not want <= set(seen):
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    event = orjson.loads(record.value)
+                    if event.get("event_id") in want:
+                        seen.setdefault(event["event_id"], dict(event, _key=record.key))
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_message_events_reach_kafka_with_the_envelope(clients):
+    alice = unique("alice")
+    conv = support.make_conversation([alice])
+    a = clients(support.EDGE1, user=alice)
+    msg = a.call("message_send", {"conversation_id": conv, "client_msg_id": "k1", "body": "to kafka"})["message"]
+    a.call("message_edit", {"message_id": msg["id"], "body": "edited"})
+    a.call("message_delete", {"message_id": msg["id"]})
+    topic = support.SETTINGS.topic("messages")
+    created = envelope.stable_event_id("message.created", msg["id"])
+    deleted = envelope.stable_event_id("message.deleted", msg["id"])
+    seen = consume_event_ids(topic, {created, deleted}, timeout=15)
+    assert set(seen) == {created, deleted}
+    ev = seen[created]
+    assert ev["type"] == "message.created" and ev["conversation_id"] == conv and ev["user_id"] == alice
+    assert ev["data"]["message"] == msg
+    assert ev["source"].startswith("realtime/edge/") and ev["occurred_at"].endswith("Z")
+    assert ev["_key"] == conv.encode()
+    assert seen[deleted]["data"]["message"]["deleted"] is True
+
+
+def test_relay_killed_mid_batch_loses_nothing():
+    """A run that dies after Kafka got the batch but before it acknowledged the
+    stream leaves the entries pending; the next run sends them (same event_ids)."""
+    settings = support.SETTINGS
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    stream = unique("rt:outbox:test")
+    events = [envelope.make("presence.changed", "realtime/test", {"i": i}, user_id=unique("u"))
+              for i in range(50)]
+    outbox.append(r, *events, stream=stream)
+
+    class Killed(Exception):
+        pass
+
+    def die():
+        raise Killed()
+
+    with pytest.raises(Killed):
+        kafka_relay.relay(r, settings, stream=stream, fail_after_send=die)
+    assert r.xlen(stream) == 50  # nothing acknowledged
+    assert kafka_relay.relay(r, settings, stream=stream) == 50
+    assert r.xlen(stream) == 0
+    seen = consume_event_ids(settings.topic("presence"), {e.event_id for e in events}, timeout=15)
+    assert len(seen) == 50
+    r.delete(stream)
+
+
+def _kafka_managed() -> bool:
+    out = subprocess.run(SUPERVISORCTL + ["status", "services:kafka"], capture_output=True, text=True)
+    return "RUNNING" in out.stdout
+
+
+def test_kafka_stopped_then_restarted_loses_no_acknowledged_event(clients):
+    if not _kafka_managed():
+        pytest.skip("Kafka is not run by this stack's supervisord (external KAFKA_BOOTSTRAP)")
+    alice = unique("alice")
+    conv = support.make_conversation([alice])
+    a = clients(support.EDGE1, user=alice)
+    subprocess.run(SUPERVISORCTL + ["stop", "services:kafka"], check=True, capture_output=True)
+    try:
+        acked = []
+        for i in range(20):
+            ack = a.call("message_send", {"conversation_id": conv, "client_msg_id": f"k{i}", "body": f"b{i}"})
+            assert ack["ok"], ack  # the edge never waits on Kafka
+            acked.append(ack["message"]["id"])
+    finally:
+        subprocess.run(SUPERVISORCTL + ["start", "services:kafka"], check=True, capture_output=True)
+    want = {envelope.stable_event_id("message.created", mid) for mid in acked}
+    seen = consume_event_ids(support.SETTINGS.topic("messages"), want, timeout=90)
+    assert set(seen) == want
