@@ -9,7 +9,7 @@ import engineio
 import redis
 import socketio
 
-from realtime import auth, db, envelope, keys, timeutil
+from realtime import auth, connections, db, envelope, keys, timeutil
 from realtime.actions.context import Actor, Context
 from realtime.errors import AUTH_REVOKED, ApiError
 from realtime.redis_client import make_redis
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 ENGINEIO_MAX_BUFFER_BYTES = 1024 * 1024
 # Delay before retrying the revocation subscription after a Redis failure.
 REVOCATION_RETRY_S = 1.0
+# The node heartbeat (realtime.connections) is written this many times per
+# PRESENCE_NODE_TIMEOUT_S, so one or two late beats never make a live node look dead.
+HEARTBEATS_PER_NODE_TIMEOUT = 4
 
 
 class _EngineIOServer(engineio.Server):
@@ -109,6 +112,22 @@ class EdgeNode:
         db.connect(self.settings)
         self.start_background(self.deadlines.run_forever)
         self.start_background(self._revocation_listener)
+        self.start_background(self._heartbeat_loop)
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.25, self.settings.presence_node_timeout_s / HEARTBEATS_PER_NODE_TIMEOUT)
+        while True:
+            try:
+                connections.heartbeat(self.redis, self.node_id, self.clock())
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            self.sio.sleep(interval)
+
+    def save_connection(self, session: SocketSession) -> None:
+        """Publish where this socket is and which conversations it joined."""
+        connections.save(self.redis, connections.Connection(
+            sid=session.sid, user_id=session.user_id, device_id=session.device_id, node_id=self.node_id,
+            connected_at=session.connected_at, conversations=sorted(session.conversations)))
 
     # --- connection lifecycle ---------------------------------------------------
     def _on_connect(self, sid: str, environ: dict, auth_data: Any = None):
@@ -139,6 +158,12 @@ class EdgeNode:
         session = self.sessions.remove(sid)
         if session is None:
             return
+        if session.authenticated:
+            try:
+                connections.remove(self.redis, sid, session.user_id, self.node_id)
+            except redis.RedisError as exc:
+                # Left for the node sweep, which settles entries of sockets gone.
+                log.warning("could not unregister %s: %s", sid, exc)
         for hook in self.on_disconnect_hooks:
             try:
                 hook(self, session)
@@ -163,6 +188,7 @@ class EdgeNode:
             else:
                 session.device_id = session.sid
             self.sio.enter_room(session.sid, keys.user_room(identity.user_id))
+            self.save_connection(session)
         self.sessions.bind_auth_session(session, identity.session_id)
         self.deadlines.schedule(identity.expires_at, "token_expiry", session.sid)
 

@@ -14,8 +14,10 @@ def join_room(node, session, data: dict) -> dict:
     if (conversation_id not in session.conversations
             and len(session.conversations) >= node.settings.max_rooms_per_socket):
         raise ApiError(CONFLICT, f"at most {node.settings.max_rooms_per_socket} joined rooms per socket")
-    node.sio.enter_room(session.sid, keys.conversation_room(conversation_id))
-    session.conversations.add(conversation_id)
+    if conversation_id not in session.conversations:
+        node.sio.enter_room(session.sid, keys.conversation_room(conversation_id))
+        session.conversations.add(conversation_id)
+        node.save_connection(session)
     return {"conversation_id": conversation_id, "last_seq": conv.last_seq or 0}
 
 
@@ -24,6 +26,7 @@ def leave_room(node, session, data: dict) -> dict:
     if conversation_id in session.conversations:
         node.sio.leave_room(session.sid, keys.conversation_room(conversation_id))
         session.conversations.discard(conversation_id)
+        node.save_connection(session)
     return {"conversation_id": conversation_id}
 
 
