@@ -1,6 +1,7 @@
 """Call deadlines (ring timeout, reconnect grace): the sweep that re-checks them.
 
-Edges and workers nominate deadlines in a Redis zset; this sweep picks the due
+Edges and workers nominate deadlines (participants on a node that died without
+closing its sockets are nominated here, from the node heartbeats) in a Redis zset; this sweep picks the due
 ones and hands each to realtime.actions.calls.run_deadline, which re-checks the
 call's real state under its lock before acting, so an early, late or repeated
 nomination is harmless.
@@ -22,6 +23,10 @@ def sweep_deadlines(budget_s: float) -> int:
     ctx = runtime.context()
     started = ctx.clock()
     handled = 0
+    try:
+        calls.devices_on_dead_nodes(ctx)
+    except Exception:
+        log.exception("call participants on dead nodes: check failed")
     while ctx.clock() - started < budget_s:
         members = store.due(ctx.redis, ctx.clock())
         if not members:

@@ -78,8 +78,7 @@ def initiate(ctx: Context, actor: Actor, conversation_id: str, media: str,
         call_id = new_call_id(now)
         if not store.claim_user(r, actor.user_id, call_id):
             raise ApiError(CONFLICT, "you are in another call")
-        in_calls = store.calls_of_users(r, callees)
-        busy = [u for u, c in in_calls.items() if c]
+        busy = store.busy_users(r, callees)
         state, effects = machine.start(call_id, conversation_id, group, media, caller, callees, busy,
                                        sdp, now, ctx.settings.call_ring_timeout_s)
         _commit(ctx, state, effects)
@@ -302,7 +301,35 @@ def _record(ctx: Context, state: CallState, kind: str) -> None:
 
 
 def _device_connected(ctx: Context, user_id: str, device_id: str) -> bool:
-    return any(c.device_id == device_id for c in connections.of_user(ctx.redis, user_id))
+    """Whether the device has a socket on a live node (a dead node's entries do not count)."""
+    conns = [c for c in connections.of_user(ctx.redis, user_id) if c.device_id == device_id]
+    if not conns:
+        return False
+    silent = set(connections.silent_nodes(ctx.redis, ctx.clock(), ctx.settings.presence_node_timeout_s))
+    return any(c.node_id not in silent for c in conns)
+
+
+def devices_on_dead_nodes(ctx: Context) -> int:
+    """Start the reconnect grace of call participants whose node died (no disconnect
+    hook ran for them). Returns how many graces were started."""
+    started = 0
+    r = ctx.redis
+    for node_id in connections.silent_nodes(r, ctx.clock(), ctx.settings.presence_node_timeout_s):
+        users = set(connections.of_node(r, node_id).values())
+        for user_id in users:
+            call_id = store.call_of_user(r, user_id)
+            state = store.load(r, call_id) if call_id else None
+            if state is None or state.status == machine.ENDED:
+                continue
+            for party in state.participant_devices(user_id):
+                if party.key in state.gone_since or _device_connected(ctx, user_id, party.device_id):
+                    continue
+                try:
+                    _transition(ctx, call_id, None, machine.DeviceGone(party))
+                    started += 1
+                except ApiError as exc:
+                    log.info("call %s: dead-node device %s not recorded: %s", call_id, party, exc.message)
+    return started
 
 
 def _send_to_users(ctx: Context, event: str, data: dict, user_ids: list[str],

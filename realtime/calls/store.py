@@ -34,6 +34,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+_REPLACE_IF_EQUALS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1
+end
+return 0
+"""
+
 
 @contextlib.contextmanager
 def transition_lock(r: redis.Redis, conversation_id: str) -> Iterator[None]:
@@ -74,18 +81,31 @@ def call_of_user(r: redis.Redis, user_id: str) -> str | None:
     return r.get(keys.call_of_user(user_id))
 
 
-def calls_of_users(r: redis.Redis, user_ids: list[str]) -> dict[str, str | None]:
+def is_live(r: redis.Redis, call_id: str) -> bool:
+    state = load(r, call_id)
+    return state is not None and state.status != "ended"
+
+
+def busy_users(r: redis.Redis, user_ids: list[str]) -> list[str]:
+    """The users who are in a call now."""
     if not user_ids:
-        return {}
-    return dict(zip(user_ids, r.mget([keys.call_of_user(u) for u in user_ids])))
+        return []
+    current = r.mget([keys.call_of_user(u) for u in user_ids])
+    # A pointer to an ended or expired call (its holder died before releasing it) is stale.
+    return [u for u, call_id in zip(user_ids, current) if call_id and is_live(r, call_id)]
 
 
 def claim_user(r: redis.Redis, user_id: str, call_id: str) -> bool:
-    """Mark the user as in this call; False if they are in another one."""
+    """Mark the user as in this call; False if they are in another live one."""
     key = keys.call_of_user(user_id)
     if r.set(key, call_id, nx=True, ex=LIVE_STATE_TTL_S):
         return True
-    return r.get(key) == call_id
+    current = r.get(key)
+    if current == call_id:
+        return True
+    if current and not is_live(r, current):
+        return bool(r.eval(_REPLACE_IF_EQUALS, 1, key, current, call_id, LIVE_STATE_TTL_S))
+    return False
 
 
 def release_user(r: redis.Redis, user_id: str, call_id: str) -> None:

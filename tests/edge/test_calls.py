@@ -302,3 +302,43 @@ def test_initiate_refuses_non_members_and_oversize_sdp(clients):
     assert a.call("call_initiate", {"conversation_id": conv, "media": "audio",
                                     "sdp": big})["error"]["code"] == "too_large"
     assert a.call("call_answer", {"call_id": "call-nope"})["error"]["code"] == "not_found"
+
+
+def test_participant_on_a_node_that_dies_is_lost_after_node_timeout_and_grace(clients):
+    """No disconnect hook runs on a killed node: the sweep finds its sockets by the
+    node's missing heartbeats and starts their reconnect grace."""
+    proc = support.start_edge(5021, unique("calls-doomed"))
+    try:
+        alice, bob = unique("alice"), unique("bob")
+        conv = support.make_conversation([alice, bob], kind="direct")
+        a = clients(support.EDGE1, user=alice)
+        b = clients("http://127.0.0.1:5021", user=bob, device_id="b-doomed")
+        call_id = a.call("call_initiate", {"conversation_id": conv, "media": "audio"})["call_id"]
+        b.wait_for("call_incoming")
+        assert b.call("call_answer", {"call_id": call_id})["ok"]
+        proc.kill()
+        proc.wait()
+        ended = a.wait_for("call_ended", timeout=support.SETTINGS.presence_node_timeout_s + GRACE_S
+                           + 2 * TIMER_SLACK_S)
+        assert ended["call_id"] == call_id and ended["reason"] == "connection_lost"
+    finally:
+        support.stop_process(proc)
+
+
+def test_a_stale_in_call_pointer_does_not_make_a_callee_busy(clients):
+    """A process that died between ending a call and releasing its users leaves a
+    pointer to a call that is over: that user is not busy."""
+    import redis as redis_lib
+
+    from realtime import keys
+    alice, bob = unique("alice"), unique("bob")
+    conv = support.make_conversation([alice, bob], kind="direct")
+    r = redis_lib.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
+    r.set(keys.call_of_user(bob), "call-that-ended-long-ago", ex=60)
+    a, b = clients(support.EDGE1, user=alice), clients(support.EDGE2, user=bob)
+    call_id = a.call("call_initiate", {"conversation_id": conv, "media": "audio"})["call_id"]
+    assert b.wait_for("call_incoming")["call_id"] == call_id
+    assert b.call("call_answer", {"call_id": call_id})["ok"]
+    assert r.get(keys.call_of_user(bob)) == call_id
+    assert b.call("call_end", {"call_id": call_id})["ok"]
+    assert r.get(keys.call_of_user(bob)) is None
