@@ -18,7 +18,7 @@ from .. import connections, envelope, keys, outbox, timeutil
 from ..calls import machine, missed, store
 from ..calls.ice import ice_servers
 from ..calls.machine import CallState, Party
-from ..db import DB_DOWN_ERRORS, unavailable
+from ..db import DB_DOWN_ERRORS
 from ..errors import CONFLICT, FORBIDDEN, NOT_FOUND, TOO_LARGE, ApiError
 from ..models import Call, CallParticipant
 from . import conversations
@@ -137,12 +137,13 @@ def signal(ctx: Context, actor: Actor, call_id: str, to_user_id: str, to_device_
         raise ApiError(FORBIDDEN, "not a participant of this call")
     targets = [p for p in state.participant_devices(to_user_id)
                if to_device_id is None or p.device_id == to_device_id]
-    if not targets or sender in targets and len(targets) == 1:
+    targets = [p for p in targets if p != sender]
+    if not targets:
         raise ApiError(FORBIDDEN, "the target is not a participant of this call")
     _send_to_parties(ctx, "call_signal", {
         "call_id": call_id, "from_user_id": sender.user_id, "from_device_id": sender.device_id,
         "kind": kind, "data": data,
-    }, [p for p in targets if p != sender])
+    }, targets)
 
 
 # --- socket lifecycle and timers ---------------------------------------------------------
@@ -284,12 +285,10 @@ def _record(ctx: Context, state: CallState, kind: str) -> None:
     try:
         doc.save(validate=False)      # whole-document upsert: a repeat is harmless
     except DB_DOWN_ERRORS as exc:
-        # Redis holds the truth of a live call; a lost record write is repaired by
-        # the next transition's write. A call that ends while the DB is down is
-        # still ended (state stored above) and its end still reaches Kafka.
+        # Redis holds the truth of a call; the record is rewritten whole by the next
+        # transition, so a write lost while the database is down is repaired then.
+        # The call itself goes on, and its events still reach Kafka.
         log.warning("call %s: record not written: %s", state.call_id, exc)
-        if kind == "started":
-            raise unavailable(exc) from exc
     if kind == "updated":
         return
     when = {"started": state.created_at, "answered": state.answered_at, "ended": state.ended_at}[kind]
