@@ -8,6 +8,7 @@ the queue instead of running a backlog of identical sweeps.
 # Modules holding task definitions (imported by the worker).
 TASK_MODULES = [
     "tasks.kafka",
+    "tasks.calls",
 ]
 
 # The outbox relay has its own queue (and worker), so a Kafka outage that makes
@@ -20,6 +21,13 @@ SCHEDULE = {
     # Kafka persistence: p99 within 5 s of the state change (PROTOCOL §9).
     "relay-outbox-to-kafka": {
         "task": "tasks.kafka.relay_outbox",
+        "schedule": 0.5,
+        "options": {"expires": 2},
+    },
+    # Call ring timeouts and reconnect graces (PROTOCOL §10); every deadline is
+    # re-checked against the call's state before acting.
+    "sweep-call-deadlines": {
+        "task": "tasks.calls.sweep_deadlines",
         "schedule": 0.5,
         "options": {"expires": 2},
     },

@@ -41,3 +41,28 @@ NODES_HEARTBEAT = "rt:nodes:heartbeat"  # zset node_id -> last heartbeat (epoch 
 
 def sweep_lock(name: str) -> str:
     return f"rt:lock:sweep:{name}"
+
+
+# --- Calls (PROTOCOL §10) ----------------------------------------------------------
+def call_state(call_id: str) -> str:
+    """JSON of the call's state machine (realtime.calls.machine.CallState)."""
+    return f"rt:call:{call_id}"
+
+
+def call_of_conversation(conversation_id: str) -> str:
+    """The conversation's current call id: one call per conversation at a time (glare)."""
+    return f"rt:call:conv:{conversation_id}"
+
+
+def call_of_user(user_id: str) -> str:
+    """The call a user is in (caller or answered participant): others get `busy`."""
+    return f"rt:call:user:{user_id}"
+
+
+def call_lock(conversation_id: str) -> str:
+    """Serialises every transition of the conversation's calls across nodes and workers."""
+    return f"rt:lock:call:{conversation_id}"
+
+
+# zset "<kind>|<call_id>|<user_id>|<device_id>" -> when to re-check (epoch s)
+CALL_DEADLINES = "rt:call:deadlines"

@@ -9,6 +9,8 @@ from mongoengine import (
     BooleanField,
     DateTimeField,
     Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
     IntField,
     ListField,
     StringField,
@@ -107,3 +109,34 @@ class ReadState(Document):
             "user_id",
         ],
     }
+
+
+class CallParticipant(EmbeddedDocument):
+    user_id = StringField(required=True)
+    device_id = StringField(required=True)
+
+
+class Call(Document):
+    """The record of one call (PROTOCOL §10); `_id` is the call id on the wire.
+
+    Written whole from the Redis state on each transition (realtime.actions.calls),
+    so a repeated write is harmless. The hot path reads Redis, never this.
+    """
+
+    id = StringField(primary_key=True)
+    conversation_id = StringField(required=True)
+    group = BooleanField(default=False)
+    media = StringField(choices=("audio", "video"))
+    caller_id = StringField(required=True)
+    caller_device_id = StringField()
+    callee_ids = ListField(StringField())
+    busy_ids = ListField(StringField())
+    participants = ListField(EmbeddedDocumentField(CallParticipant))  # every device that joined
+    status = StringField()
+    created_at = DateTimeField(required=True)
+    answered_at = DateTimeField(null=True)
+    ended_at = DateTimeField(null=True)
+    end_reason = StringField(null=True)
+    ended_by = StringField(null=True)
+    duration_s = IntField(default=0)
+    meta = {"collection": "calls", "strict": False, "indexes": ["conversation_id"]}

@@ -64,6 +64,18 @@ install_apt() {
   if [ "$rc" != 0 ]; then tail -n 30 "$VAR/install/apt.log" >&2; die "apt-get failed"; fi
 }
 
+# ---------------------------------------------------------------- Chromium (browser call test)
+# tests/edge/test_call_browser.py drives Debian's chromium with playwright-core.
+install_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  log "apt-get install chromium (for the browser call test)"
+  [ "$(id -u)" = 0 ] || die "need root to apt-get install chromium"
+  {
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+  } >"$VAR/install/apt-chromium.log" 2>&1 || { tail -n 30 "$VAR/install/apt-chromium.log" >&2; die "apt-get chromium failed"; }
+}
+
 # ---------------------------------------------------------------- JS test deps
 install_npm() {
   local dir=tests/js
@@ -118,6 +130,7 @@ plan_services
 timed install_venv
 timed install_apt
 timed install_npm
+timed install_chromium
 if [ "$ALL" = 1 ] || [ "$PLAN_kafka" = managed ]; then timed install_kafka
 else log "Kafka: using the one at $HOST_kafka:$PORT_kafka, nothing to install"; fi
 if [ "$ALL" = 1 ] || [ "$PLAN_ferretdb" = managed ]; then timed install_ferretdb

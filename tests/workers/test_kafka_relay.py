@@ -7,6 +7,7 @@ import orjson
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 
 from realtime import envelope, keys, outbox
 from realtime.settings import Settings
@@ -19,13 +20,23 @@ SUPERVISORCTL = [str(support.ROOT / ".venv" / "bin" / "supervisorctl"), "-c", st
 
 def consume_event_ids(topic: str, want: set[str], timeout: float) -> dict[str, dict]:
     """Read the whole topic until every wanted event_id was seen (or time out)."""
-    consumer = KafkaConsumer(bootstrap_servers=support.SETTINGS.kafka_bootstrap, enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=1000, request_timeout_ms=30000)
+    deadline = time.monotonic() + timeout
+    while True:
+        # A just-restarted broker can take longer to listen than kafka-python waits to
+        # bootstrap (20-30 s on a loaded 2-core machine): keep trying until the deadline.
+        try:
+            consumer = KafkaConsumer(bootstrap_servers=support.SETTINGS.kafka_bootstrap,
+                                     enable_auto_commit=False, group_id=None, consumer_timeout_ms=1000,
+                                     request_timeout_ms=30000)
+            break
+        except KafkaTimeoutError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1)
     parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
     seen: dict[str, dict] = {}
-    deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and not want <= set(seen):
             for batch in consumer.poll(timeout_ms=500).values():

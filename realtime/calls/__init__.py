@@ -1,0 +1,1 @@
+"""Calls (PROTOCOL §10): the pure state machine, ICE servers, and the Redis store."""
