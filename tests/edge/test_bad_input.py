@@ -74,16 +74,23 @@ def test_no_payload_and_extra_arguments(clients, nodes):
 
 
 def test_rate_limit_then_disconnect_on_sustained_abuse(clients):
+    import time as _time
     c = clients(support.EDGE1, user=unique("u"))
     acks = []
-    for _ in range(60):
+    n = 90
+    started = _time.monotonic()
+    for _ in range(n):
         c.sio.emit("history", {"conversation_id": "x"}, callback=lambda ack: acks.append(ack))
-    support.eventually(lambda: len(acks) == 60)
+    support.eventually(lambda: len(acks) == n)
+    elapsed = _time.monotonic() - started
     codes = [a["error"]["code"] for a in acks]
-    assert codes.count("rate_limited") >= 15  # burst of 40, a few refilled meanwhile
+    served = n - codes.count("rate_limited")
+    # A burst of 40 (twice the 20/s rate) plus what refilled while the burst lasted.
+    assert served <= 40 + 20 * elapsed + 1, (served, elapsed)
+    assert codes.count("rate_limited") >= 1
     assert c.sio.connected  # errors alone never disconnect
     # Sustained abuse: over 100 rate_limited answers within 10 s drops the socket.
-    for _ in range(200):
+    for _ in range(300):
         if not c.sio.connected:
             break
         c.sio.emit("history", {"conversation_id": "x"})
