@@ -87,7 +87,8 @@ def test_rate_limit_then_disconnect_on_sustained_abuse(clients):
     served = n - codes.count("rate_limited")
     # A burst of 40 (twice the 20/s rate) plus what refilled while the burst lasted.
     assert served <= 40 + 20 * elapsed + 1, (served, elapsed)
-    assert codes.count("rate_limited") >= 1
+    if 40 + 20 * elapsed < n - 1:  # the burst outran the refill: some must be refused
+        assert codes.count("rate_limited") >= 1
     assert c.sio.connected  # errors alone never disconnect
     # Sustained abuse: over 100 rate_limited answers within 10 s drops the socket.
     for _ in range(300):
