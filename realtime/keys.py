@@ -41,3 +41,22 @@ NODES_HEARTBEAT = "rt:nodes:heartbeat"  # zset node_id -> last heartbeat (epoch 
 
 def sweep_lock(name: str) -> str:
     return f"rt:lock:sweep:{name}"
+
+
+# --- Presence (PROTOCOL §5) ---------------------------------------------------------
+def presence(user_id: str) -> str:
+    """hash: chosen, message, offline_since, last_seen, announced (JSON), announced_at"""
+    return f"rt:presence:{user_id}"
+
+
+# zset user_id -> when to look at the user's presence again (epoch s); a user
+# being settled carries a lease score in the future (realtime.presence.store).
+PRESENCE_DUE = "rt:presence:due"
+# pub/sub channel: one message per batch of announcements, a JSON list of
+# user_presence payloads; every edge node delivers them to its local subscribers.
+PRESENCE_ANNOUNCE_CHANNEL = "rt:presence:announce"
+
+
+def presence_room(user_id: str) -> str:
+    """Socket.IO room of the sockets subscribed to a user's presence."""
+    return f"presence:{user_id}"
