@@ -60,3 +60,9 @@ PRESENCE_ANNOUNCE_CHANNEL = "rt:presence:announce"
 def presence_room(user_id: str) -> str:
     """Socket.IO room of the sockets subscribed to a user's presence."""
     return f"presence:{user_id}"
+
+
+def presence_node_settled(node_id: str) -> str:
+    """Set when a sweep settled a node as dead; a node that finds it set was only
+    slow (stalled past the timeout) and registers its live sockets again."""
+    return f"rt:presence:settled:{node_id}"

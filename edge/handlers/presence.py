@@ -29,6 +29,8 @@ MAX_IDS_PER_CALL = 500
 # How often each node settles due presences (grace ends, coalesced changes);
 # also the batching window of a connect storm.
 SETTLE_TICK_S = 0.1
+# Every this many ticks the node checks whether a sweep took it for dead.
+SETTLED_CHECK_TICKS = 10
 # Delay before retrying the announcement subscription after a Redis failure.
 LISTEN_RETRY_S = 1.0
 
@@ -54,8 +56,12 @@ class NodePresence:
 
     # --- loops ----------------------------------------------------------------------
     def settle_loop(self) -> None:
+        ticks = 0
         while True:
             try:
+                ticks += 1
+                if ticks % SETTLED_CHECK_TICKS == 0 and presence.was_settled(self.node.ctx, self.node.node_id):
+                    self.register_again()
                 while presence.settle_due(self.node.ctx) >= presence.SETTLE_BATCH:
                     pass  # a storm: drain without sleeping
             except redis.RedisError as exc:
@@ -63,6 +69,17 @@ class NodePresence:
             except Exception:
                 log.exception("presence settle failed")
             self.node.sio.sleep(SETTLE_TICK_S)
+
+    def register_again(self) -> None:
+        """A sweep took this node for dead (it stalled past the node timeout) and
+        removed its sockets from the registry: put the live ones back."""
+        sessions = [s for s in self.node.sessions.all() if s.authenticated]
+        log.warning("presence: %s was settled as dead while alive; registering %d sockets again",
+                    self.node.node_id, len(sessions))
+        for session in sessions:
+            self.node.save_connection(session)
+        for user_id in {s.user_id for s in sessions}:
+            presence.connected(self.node.ctx, user_id)
 
     def announce_listener(self) -> None:
         while True:

@@ -187,7 +187,17 @@ def sweep_silent_nodes(ctx: Context) -> dict[str, int]:
         if last_alive is None:
             continue
         settled[node_id] = settle_node(ctx, node_id, float(store._str(last_alive)))
+        ctx.redis.set(keys.presence_node_settled(node_id), repr(now), ex=SETTLED_MARK_TTL_S)
     return settled
+
+
+# How long a "you were settled as dead" mark waits for a node that was only slow.
+SETTLED_MARK_TTL_S = 600
+
+
+def was_settled(ctx: Context, node_id: str) -> bool:
+    """Whether a sweep settled this (live) node as dead since the last check."""
+    return ctx.redis.getdel(keys.presence_node_settled(node_id)) is not None
 
 
 def node_restarted(ctx: Context, node_id: str) -> int:
