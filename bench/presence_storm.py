@@ -49,6 +49,7 @@ class SioClient:
         self.on_event = None
         self.reader = self.writer = None
         self.task = None
+        self.seen: list[str] = []
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
@@ -96,6 +97,7 @@ class SioClient:
             self.connected.set_exception(RuntimeError("closed before connect"))
 
     def _on_text(self, text: str) -> None:
+        self.seen.append(text[:60])
         kind = text[0]
         if kind == "0":                               # Engine.IO open
             self._send("40" + json.dumps({"token": self.token}))
@@ -142,8 +144,11 @@ class SioClient:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:   # the node died (and was restarted): the run is void
+        return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -204,5 +204,6 @@ def node_restarted(ctx: Context, node_id: str) -> int:
     """At an edge node's start, before it serves: what its previous process left."""
     r = ctx.redis
     last_alive = r.zscore(keys.NODES_HEARTBEAT, node_id)
+    r.delete(keys.presence_node_settled(node_id))   # about the previous process
     return settle_node(ctx, node_id, float(last_alive) if last_alive is not None else ctx.clock())
 
