@@ -15,7 +15,7 @@ import logging
 import orjson
 import redis
 
-from realtime import keys, validation
+from realtime import connections, keys, validation
 from realtime.actions import presence
 from realtime.errors import CONFLICT, ApiError, invalid
 from realtime.presence import policy
@@ -31,6 +31,8 @@ MAX_IDS_PER_CALL = 500
 SETTLE_TICK_S = 0.1
 # Every this many ticks the node checks whether a sweep took it for dead.
 SETTLED_CHECK_TICKS = 10
+# Every this many ticks the node removes registry entries of its sockets gone.
+RECONCILE_TICKS = 50
 # Delay before retrying the announcement subscription after a Redis failure.
 LISTEN_RETRY_S = 1.0
 
@@ -41,18 +43,51 @@ class NodePresence:
     def __init__(self, node):
         self.node = node
         self.subscriptions: dict[str, set[str]] = {}   # sid -> target user ids
+        self.connected_users: set[str] = set()          # buffered until the next tick
+        self.closed_users: dict[str, float] = {}        # user -> when a socket closed
 
     # --- socket lifecycle -------------------------------------------------------
+    # No Redis I/O here: the events are buffered and written by the settle loop
+    # once per tick in one pipeline, so a connect or disconnect storm costs one
+    # round trip per tick, not one per socket (the registry entry itself is
+    # written by the node). A node that dies with a buffered event is settled
+    # by the sweep like any dead node.
     def on_authenticated(self, node, session) -> None:
-        try:
-            presence.connected(node.ctx, session.user_id)
-        except redis.RedisError as exc:
-            log.warning("presence: connect of %s not recorded: %s", session.user_id, exc)
+        self.connected_users.add(session.user_id)
 
     def on_disconnect(self, node, session) -> None:
         self.subscriptions.pop(session.sid, None)
         if session.authenticated:
-            presence.disconnected(node.ctx, session.user_id)
+            self.closed_users[session.user_id] = node.clock()
+
+    def flush(self) -> None:
+        connected, self.connected_users = self.connected_users, set()
+        closed, self.closed_users = self.closed_users, {}
+        try:
+            presence.record(self.node.ctx, connected, closed)
+        except redis.RedisError:
+            # Keep them for the next tick (a newer close time wins).
+            self.connected_users |= connected
+            for user_id, at in closed.items():
+                self.closed_users.setdefault(user_id, at)
+            raise
+
+    def reconcile(self) -> None:
+        """Registry entries of this node whose socket is gone (the unregister at
+        disconnect failed, e.g. Redis was busy in a disconnect storm) are removed
+        and their users count the socket as closed now."""
+        registered = connections.of_node(self.node.redis, self.node.node_id)
+        ghosts = {sid: user_id for sid, user_id in registered.items() if self.node.sessions.get(sid) is None}
+        if not ghosts:
+            return
+        pipe = self.node.redis.pipeline(transaction=False)
+        for sid, user_id in ghosts.items():
+            connections.remove(pipe, sid, user_id, self.node.node_id)
+        pipe.execute()
+        now = self.node.clock()
+        for user_id in ghosts.values():
+            self.closed_users.setdefault(user_id, now)
+        log.warning("presence: removed %d registry entries of sockets gone", len(ghosts))
 
     # --- loops ----------------------------------------------------------------------
     def settle_loop(self) -> None:
@@ -62,6 +97,9 @@ class NodePresence:
                 ticks += 1
                 if ticks % SETTLED_CHECK_TICKS == 0 and presence.was_settled(self.node.ctx, self.node.node_id):
                     self.register_again()
+                if ticks % RECONCILE_TICKS == 0:
+                    self.reconcile()
+                self.flush()
                 while presence.settle_due(self.node.ctx) >= presence.SETTLE_BATCH:
                     pass  # a storm: drain without sleeping
             except redis.RedisError as exc:
@@ -78,8 +116,7 @@ class NodePresence:
                     self.node.node_id, len(sessions))
         for session in sessions:
             self.node.save_connection(session)
-        for user_id in {s.user_id for s in sessions}:
-            presence.connected(self.node.ctx, user_id)
+        self.connected_users.update(s.user_id for s in sessions)
 
     def announce_listener(self) -> None:
         while True:

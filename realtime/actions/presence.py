@@ -63,6 +63,20 @@ def disconnected(ctx: Context, user_id: str) -> None:
     pipe.execute()
 
 
+def record(ctx: Context, connected_users: set[str], closed: dict[str, float]) -> None:
+    """Batched form of connected/disconnected for many users in one round trip
+    (an edge node buffers its socket events for one settle tick)."""
+    if not connected_users and not closed:
+        return
+    now = ctx.clock()
+    pipe = ctx.redis.pipeline(transaction=False)
+    for user_id, at in closed.items():
+        pipe.hset(keys.presence(user_id), "offline_since", repr(at))
+    for user_id in connected_users | set(closed):
+        store.nominate(pipe, user_id, now)
+    pipe.execute()
+
+
 def update(ctx: Context, actor: Actor, status: str, message: str | None) -> dict:
     """`presence_update`: store the chosen status; announced by the next settle."""
     pipe = ctx.redis.pipeline(transaction=False)
