@@ -9,6 +9,7 @@ the queue instead of running a backlog of identical sweeps.
 TASK_MODULES = [
     "tasks.kafka",
     "tasks.calls",
+    "tasks.presence",
 ]
 
 # The outbox relay has its own queue (and worker), so a Kafka outage that makes
@@ -30,5 +31,12 @@ SCHEDULE = {
         "task": "tasks.calls.sweep_deadlines",
         "schedule": 0.5,
         "options": {"expires": 2},
+    },
+    # Presence: silent edge nodes' users go offline within
+    # PRESENCE_NODE_TIMEOUT_S + 10 s (PROTOCOL §5); this tick is part of that bound.
+    "presence-sweep": {
+        "task": "tasks.presence.sweep",
+        "schedule": 2.0,
+        "options": {"expires": 4},
     },
 }

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 # Seconds; a publish that Redis does not accept within these fails (and is retried once).
 PUBLISH_TIMEOUT_S = 3.0
+PUBLISHER_MAX_CONNECTIONS = 256
 
 
 class NodeRedisManager(socketio.RedisManager):
@@ -27,8 +28,12 @@ class NodeRedisManager(socketio.RedisManager):
 
     def _publisher_client(self) -> redis.Redis:
         if self._publisher is None:
-            self._publisher = redis.Redis.from_url(
-                self.redis_url, socket_connect_timeout=PUBLISH_TIMEOUT_S, socket_timeout=PUBLISH_TIMEOUT_S)
+            # A blocking pool: in a connect storm hundreds of greenthreads publish at
+            # once, and redis-py's plain pool refuses the 101st (MaxConnectionsError),
+            # whose retry below then closed connections other greenthreads were using.
+            self._publisher = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+                self.redis_url, max_connections=PUBLISHER_MAX_CONNECTIONS, timeout=PUBLISH_TIMEOUT_S,
+                socket_connect_timeout=PUBLISH_TIMEOUT_S, socket_timeout=PUBLISH_TIMEOUT_S))
         return self._publisher
 
     def _publish(self, data):

@@ -94,6 +94,8 @@ class EdgeNode:
         # Extension points for features that react to socket lifecycle events
         # (presence, typing): hook(node, session[, conversation_id]).
         self.on_disconnect_hooks: list = []
+        # hook(node, session) once a socket is first authenticated and registered.
+        self.on_authenticated_hooks: list = []
         self.after_send_hooks: list = []
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
@@ -189,6 +191,11 @@ class EdgeNode:
                 session.device_id = session.sid
             self.sio.enter_room(session.sid, keys.user_room(identity.user_id))
             self.save_connection(session)
+            for hook in self.on_authenticated_hooks:
+                try:
+                    hook(self, session)
+                except Exception:
+                    log.exception("authenticated hook failed for %s", session.sid)
         self.sessions.bind_auth_session(session, identity.session_id)
         self.deadlines.schedule(identity.expires_at, "token_expiry", session.sid)
 

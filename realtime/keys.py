@@ -66,3 +66,28 @@ def call_lock(conversation_id: str) -> str:
 
 # zset "<kind>|<call_id>|<user_id>|<device_id>" -> when to re-check (epoch s)
 CALL_DEADLINES = "rt:call:deadlines"
+
+
+# --- Presence (PROTOCOL §5) ---------------------------------------------------------
+def presence(user_id: str) -> str:
+    """hash: chosen, message, offline_since, last_seen, announced (JSON), announced_at"""
+    return f"rt:presence:{user_id}"
+
+
+# zset user_id -> when to look at the user's presence again (epoch s); a user
+# being settled carries a lease score in the future (realtime.presence.store).
+PRESENCE_DUE = "rt:presence:due"
+# pub/sub channel: one message per batch of announcements, a JSON list of
+# user_presence payloads; every edge node delivers them to its local subscribers.
+PRESENCE_ANNOUNCE_CHANNEL = "rt:presence:announce"
+
+
+def presence_room(user_id: str) -> str:
+    """Socket.IO room of the sockets subscribed to a user's presence."""
+    return f"presence:{user_id}"
+
+
+def presence_node_settled(node_id: str) -> str:
+    """Set when a sweep settled a node as dead; a node that finds it set was only
+    slow (stalled past the timeout) and registers its live sockets again."""
+    return f"rt:presence:settled:{node_id}"

@@ -194,3 +194,10 @@ class Settings:
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings.from_env()
+
+
+# Presence: changes of one user inside this window are announced once, with the
+# latest state (PRESENCE_COALESCE_S, seconds). Read here rather than in Settings
+# so the shared dataclass keeps its field order for the other features.
+def presence_coalesce_s(env: Mapping[str, str] | None = None) -> float:
+    return _float(os.environ if env is None else env, "PRESENCE_COALESCE_S", 1.0)

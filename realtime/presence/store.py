@@ -1,0 +1,140 @@
+"""Presence in Redis, shared by every edge node and worker.
+
+  rt:presence:<user_id>  hash: chosen, message, offline_since, last_seen,
+                         announced (JSON of policy.Shown), announced_at
+  rt:conns:<user_id>     the live sockets (realtime.connections, written by the edge)
+  rt:presence:due        zset user_id -> when to decide about the user again
+
+Writers only record facts and nominate the user in `due` (one ZADD, earliest
+time wins); whoever settles due users (each edge node's loop, the beat sweep)
+claims a batch atomically with a lease, so two settlers never work on one user
+at once, and a settler that dies mid-batch leaves its users to be claimed again
+once the lease runs out.
+"""
+from __future__ import annotations
+
+import orjson
+import redis
+
+from .. import connections, keys
+from .policy import ONLINE, PresenceState, Shown
+
+# A claimed user's due score is moved this far ahead while it is being settled.
+CLAIM_LEASE_S = 10.0
+
+# KEYS[1] due zset; ARGV: now, lease_until, limit. Returns the claimed user ids.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return ids
+"""
+
+# KEYS[1] due zset; ARGV: user_id, lease_until, recheck_at ('' for none).
+# If nobody nominated the user while it was settled (score still the lease),
+# replace the lease by the recheck time (or drop it); otherwise a newer
+# nomination is there and stays, moved earlier to the recheck if that is sooner.
+_RELEASE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1])
+  else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
+elseif ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[1], 'LT', ARGV[3], ARGV[1])
+end
+return 1
+"""
+
+# KEYS[1] heartbeat zset; ARGV: node_id, cutoff. Removes the node's heartbeat
+# only if it is still older than the cutoff (the node did not come back), which
+# makes the caller the one sweeper of that node. Returns the old score or false.
+_CLAIM_SILENT_NODE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return score
+end
+return false
+"""
+
+
+class Scripts:
+    def __init__(self, r: redis.Redis):
+        self.claim = r.register_script(_CLAIM)
+        self.release = r.register_script(_RELEASE)
+        self.claim_silent_node = r.register_script(_CLAIM_SILENT_NODE)
+
+
+_scripts: dict[int, Scripts] = {}
+
+
+def scripts(r: redis.Redis) -> Scripts:
+    s = _scripts.get(id(r))
+    if s is None:
+        s = _scripts[id(r)] = Scripts(r)
+    return s
+
+
+def _str(value) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _float(value) -> float | None:
+    value = _str(value)
+    return float(value) if value not in (None, "") else None
+
+
+def decode_shown(raw) -> Shown:
+    raw = _str(raw)
+    if not raw:
+        return Shown()
+    data = orjson.loads(raw)
+    return Shown(data.get("status") or "offline", data.get("message"), data.get("last_seen"))
+
+
+def encode_shown(shown: Shown) -> str:
+    return orjson.dumps({"status": shown.status, "message": shown.message,
+                         "last_seen": shown.last_seen}).decode()
+
+
+def decode_state(fields: dict, connection_count: int) -> PresenceState:
+    fields = {_str(k): v for k, v in (fields or {}).items()}
+    return PresenceState(
+        chosen=_str(fields.get("chosen")) or ONLINE,
+        message=_str(fields.get("message")) or None,
+        connections=int(connection_count or 0),
+        offline_since=_float(fields.get("offline_since")),
+        last_seen=_float(fields.get("last_seen")),
+        announced=decode_shown(fields.get("announced")),
+        announced_at=_float(fields.get("announced_at")),
+    )
+
+
+def nominate(pipe, user_id: str, at: float) -> None:
+    """Ask for a decision about the user at `at` (an earlier nomination wins)."""
+    pipe.zadd(keys.PRESENCE_DUE, {user_id: at}, lt=True)
+
+
+def load_states(r: redis.Redis, user_ids: list[str]) -> dict[str, PresenceState]:
+    pipe = r.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.hgetall(keys.presence(user_id))
+        pipe.hlen(connections.user_key(user_id))
+    replies = pipe.execute()
+    return {user_id: decode_state(replies[2 * i], replies[2 * i + 1]) for i, user_id in enumerate(user_ids)}
+
+
+def load_announced(r: redis.Redis, user_ids: list[str]) -> dict[str, Shown]:
+    """What subscribers were last told about each user (the subscribe snapshot)."""
+    pipe = r.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.hget(keys.presence(user_id), "announced")
+    return {user_id: decode_shown(raw) for user_id, raw in zip(user_ids, pipe.execute())}
+
+
+def save_announced(pipe, user_id: str, state: PresenceState) -> None:
+    mapping = {"announced": encode_shown(state.announced), "announced_at": repr(state.announced_at)}
+    if state.last_seen is not None:
+        mapping["last_seen"] = repr(state.last_seen)
+    pipe.hset(keys.presence(user_id), mapping=mapping)

@@ -1,0 +1,99 @@
+"""The beat's presence sweep (workers.presence_sweep): silent nodes, the lock, Kafka."""
+import time
+
+import orjson
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from realtime import connections, envelope, keys, locks, timeutil
+from realtime.actions import presence
+from realtime.actions.context import Context
+from tests import support
+from tests.support import unique
+from workers import presence_sweep
+
+
+def make_ctx() -> Context:
+    r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
+    return Context(settings=support.SETTINGS, redis=r, emit=lambda *a, **k: None,
+                   source=envelope.source_id("worker", "test-presence-sweep"))
+
+
+def presence_events(user_id: str, want: int, timeout: float) -> list[dict]:
+    consumer = KafkaConsumer(bootstrap_servers=support.SETTINGS.kafka_bootstrap, enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=1000, request_timeout_ms=30000)
+    topic = support.SETTINGS.topic("presence")
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout
+    try:
+        parts = []
+        while not parts and time.monotonic() < deadline:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+            if not parts:
+                time.sleep(0.5)
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        while time.monotonic() < deadline and len(found) < want:
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    event = orjson.loads(record.value)
+                    if event.get("user_id") == user_id:
+                        found.append(dict(event, _key=record.key))
+    finally:
+        consumer.close()
+    return found
+
+
+def test_a_silent_node_is_settled_in_one_pass_and_its_users_announced_offline(clients):
+    ctx = make_ctx()
+    dead = unique("deadnode")
+    alice, carol, bob = unique("alice"), unique("carol"), unique("bob")
+    support.make_conversation([alice, carol, bob])
+    b = clients(support.EDGE1, user=bob)
+    b.call("presence_subscribe", {"user_ids": [alice, carol]})
+    now = time.time()
+    for user, device in ((alice, "phone"), (alice, "laptop"), (carol, "phone")):
+        connections.save(ctx.redis, connections.Connection(
+            sid=unique("sid"), user_id=user, device_id=device, node_id=dead, connected_at=now))
+        presence.connected(ctx, user)
+    # carol also has a socket on a live node: she stays online.
+    c = clients(support.EDGE2, user=carol)
+    support.eventually(lambda: {e["user_id"] for e in b.received("user_presence")} == {alice, carol})
+    last_alive = now - support.SETTINGS.presence_node_timeout_s - 1
+    ctx.redis.zadd(keys.NODES_HEARTBEAT, {dead: last_alive})
+
+    result = presence_sweep.sweep(ctx, lock_ttl_s=30)
+    # The stack's beat may have swept first; either way the node is settled once.
+    assert result is None or result["nodes"].get(dead, 3) == 3
+    assert connections.of_node(ctx.redis, dead) == {}
+    assert ctx.redis.zscore(keys.NODES_HEARTBEAT, dead) is None
+    offline = b.wait_for("user_presence", lambda e: e["user_id"] == alice and e["status"] == "offline")
+    assert offline["last_seen"] == timeutil.iso(last_alive)
+    time.sleep(1.2)
+    assert [e["status"] for e in b.received("user_presence") if e["user_id"] == carol] == ["online"]
+    assert c.call("presence_update", {"status": "busy"})["ok"]
+
+    # Every announced change went to Kafka chat.presence, keyed by the user.
+    events = presence_events(alice, want=2, timeout=15)
+    assert [e["data"]["status"] for e in events] == ["online", "offline"]
+    assert all(e["type"] == "presence.changed" and e["_key"] == alice.encode() for e in events)
+    assert events[1]["data"]["last_seen"] == timeutil.iso(last_alive)
+
+
+def test_the_sweep_does_not_run_twice_at_once():
+    ctx = make_ctx()
+    with locks.held(ctx.redis, keys.sweep_lock(presence_sweep.LOCK_NAME), 5) as mine:
+        if mine:
+            assert presence_sweep.sweep(ctx, lock_ttl_s=5) is None
+
+
+def test_a_live_node_is_never_settled():
+    ctx = make_ctx()
+    live = unique("livenode")
+    ctx.redis.zadd(keys.NODES_HEARTBEAT, {live: time.time()})
+    connections.save(ctx.redis, connections.Connection(
+        sid=unique("sid"), user_id=unique("u"), device_id="d", node_id=live, connected_at=time.time()))
+    assert live not in presence.sweep_silent_nodes(ctx)
+    assert len(connections.of_node(ctx.redis, live)) == 1
+    ctx.redis.zrem(keys.NODES_HEARTBEAT, live)
+    ctx.redis.delete(connections.node_key(live))
