@@ -8,6 +8,8 @@ the queue instead of running a backlog of identical sweeps.
 # Modules holding task definitions (imported by the worker).
 TASK_MODULES = [
     "tasks.kafka",
+    "tasks.typing",
+    "tasks.receipts",
 ]
 
 # The outbox relay has its own queue (and worker), so a Kafka outage that makes
@@ -22,5 +24,17 @@ SCHEDULE = {
         "task": "tasks.kafka.relay_outbox",
         "schedule": 0.5,
         "options": {"expires": 2},
+    },
+    # Typing whose node died: ended within TYPING_EXPIRY_S + this (PROTOCOL §6).
+    "expire-typing": {
+        "task": "tasks.typing.expire_typing",
+        "schedule": 1.0,
+        "options": {"expires": 2},
+    },
+    # Receipts within 2 s of the read: RECEIPT_WINDOW_S + this tick at worst (PROTOCOL §7).
+    "flush-reads": {
+        "task": "tasks.receipts.flush_reads",
+        "schedule": 0.25,
+        "options": {"expires": 1},
     },
 }
