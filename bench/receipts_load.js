@@ -15,6 +15,7 @@ const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
 const clients = [];
 const sentAt = new Map(); // `${user}|${seq}` -> ms
 const latencies = [];
+const errors = {};
 let acks = 0, nacks = 0, sent = 0, measuring = false, receiptsSeen = 0;
 
 function connect(u, i) {
@@ -56,7 +57,7 @@ async function main() {
       setTimeout(() => {
         latencies.sort((a, b) => a - b);
         const pct = (p) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.round(p / 100 * (latencies.length - 1)))] : null;
-        say({ phase: "done", sent: sentMeasured, acks, nacks, receipts: receiptsSeen,
+        say({ phase: "done", sent: sentMeasured, acks, nacks, errors, receipts: receiptsSeen,
               p50_ms: pct(50), p99_ms: pct(99), max_ms: latencies.length ? latencies[latencies.length - 1] : null });
         for (const c of clients) c.s.close();
         clearTimeout(hard);
@@ -72,7 +73,7 @@ async function main() {
       const key = `${c.u.user}|${c.seq}`;
       sentAt.set(key, now());
       if (measuring) sent++;
-      c.s.emit("message_read", { conversation_id: c.u.conv, seq: c.seq }, (ack) => { if (ack && ack.ok) acks++; else nacks++; });
+      c.s.emit("message_read", { conversation_id: c.u.conv, seq: c.seq }, (ack) => { if (ack && ack.ok) acks++; else { nacks++; const code = ack && ack.error ? ack.error.code : String(ack); errors[code] = (errors[code] || 0) + 1; } });
     }
   }, perTickMs);
 }

@@ -112,7 +112,7 @@ def main() -> None:
         "target_reads_per_s": args.rate,
         "users": args.users,
         "reads_sent_per_s": round(result["sent"] / args.seconds, 1),
-        "acks_ok": result["acks"], "acks_failed": result["nacks"],
+        "acks_ok": result["acks"], "acks_failed": result["nacks"], "ack_errors": result.get("errors"),
         "mongo_writes_per_s": round((writes1 - writes0) / span, 1),
         "read_receipt_latency_ms": {"p50": round(result["p50_ms"] or 0, 1), "p99": round(result["p99_ms"] or 0, 1),
                                     "max": round(result["max_ms"] or 0, 1), "count": result["receipts"]},

@@ -8,7 +8,7 @@ aggregation turns stored state + pending read into a `Target` (`aggregate`):
 watermarks only move forward, never past the conversation's last seq.
 
 Unread is `last_seq - private watermark`: one's own messages are never unread
-because sending counts as reading up to one's own message (`own_seq`).
+because sending counts as a private read up to one's own message.
 """
 from __future__ import annotations
 
@@ -24,13 +24,12 @@ class PendingRead:
     public_seq: int = -1        # newest public read (-1: none)
     private_seq: int = -1       # newest read of either kind
     read_at_ms: int = 0         # when the newest advancing read arrived
-    own_send_ms: int = 0        # when the user last sent here (0: not since last aggregation)
 
     @classmethod
     def decode(cls, raw: str | bytes) -> "PendingRead":
         data = orjson.loads(raw)
         return cls(public_seq=int(data.get("pub", -1)), private_seq=int(data.get("prv", -1)),
-                   read_at_ms=int(data.get("at", 0)), own_send_ms=int(data.get("own", 0)))
+                   read_at_ms=int(data.get("at", 0)))
 
 
 @dataclass(frozen=True)
@@ -75,20 +74,17 @@ def capped(seq: int, last_seq: int) -> int:
 
 
 def aggregate(conversation_id: str, user_id: str, stored: StoredRead, pending: PendingRead,
-              last_seq: int, own_seq: int = 0) -> Target | None:
+              last_seq: int) -> Target | None:
     """The new state after a pending read, or None when nothing moves forward
     (a backwards or repeated read changes nothing)."""
-    # `own_seq` is a stored message of this user, so it counts even if the
-    # conversation's last_seq hint lags behind it.
-    last_seq = max(last_seq, own_seq)
     seq = max(stored.seq, capped(pending.public_seq, last_seq))
-    private_seq = max(stored.private_seq, seq, capped(pending.private_seq, last_seq), own_seq)
+    private_seq = max(stored.private_seq, seq, capped(pending.private_seq, last_seq))
     public_advanced = seq > stored.seq
     private_advanced = private_seq > stored.private_seq
     if not (public_advanced or private_advanced):
         return None
     return Target(conversation_id=conversation_id, user_id=user_id, seq=seq, private_seq=private_seq,
-                  read_at_ms=pending.read_at_ms or pending.own_send_ms, last_seq=last_seq,
+                  read_at_ms=pending.read_at_ms, last_seq=last_seq,
                   public_advanced=public_advanced, private_advanced=private_advanced)
 
 
@@ -96,11 +92,10 @@ def unread(last_seq: int, private_seq: int) -> int:
     return max(0, last_seq - private_seq)
 
 
-def effective(stored: StoredRead, pending: PendingRead | None, last_seq: int,
-              own_seq: int = 0) -> StoredRead:
+def effective(stored: StoredRead, pending: PendingRead | None, last_seq: int) -> StoredRead:
     """Stored state with a not yet aggregated read applied (for receipts_get and
     unread_get, so a client reads its own writes)."""
     if pending is None:
         return stored
-    target = aggregate("", "", stored, pending, last_seq, own_seq)
+    target = aggregate("", "", stored, pending, last_seq)
     return stored if target is None else StoredRead(seq=target.seq, private_seq=target.private_seq)

@@ -11,6 +11,7 @@ import redis
 
 from realtime import validation
 from realtime.actions import conversations, receipts
+from realtime.errors import ApiError
 
 from ..dispatch import EventSpec
 
@@ -40,7 +41,7 @@ def unread_get(node, session, data: dict) -> dict:
 def _after_send(node, session, conversation_id: str) -> None:
     try:
         receipts.record_own_send(node.ctx, session.user_id, conversation_id)
-    except redis.RedisError as exc:
+    except (redis.RedisError, ApiError) as exc:
         # The message is stored; only the sender's unread count lags until its next read.
         log.warning("could not record an own send as read: %s", exc)
 

@@ -14,30 +14,26 @@ from __future__ import annotations
 import logging
 
 import redis
-from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 from .. import envelope, keys, outbox, receipts_policy, timeutil
 from ..db import DB_DOWN_ERRORS, unavailable
-from ..models import Conversation, Message, ReadState
+from ..models import Conversation, ReadState
 from ..receipts_policy import PendingRead, StoredRead, Target
 from . import conversations
 from .context import Actor, Context
 
 log = logging.getLogger(__name__)
 
-# Merge one read (or an own send) into the pending entry of a pair, with max.
+# Merge one read into the pending entry of a pair, with max.
 _RECORD = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local e
-if raw then e = cjson.decode(raw) else e = {pub = -1, prv = -1, at = 0, own = 0} end
+if raw then e = cjson.decode(raw) else e = {pub = -1, prv = -1, at = 0} end
 local seq = tonumber(ARGV[2])
 local now = tonumber(ARGV[4])
-if ARGV[5] == '1' then
-  e.own = now
-else
-  if ARGV[3] == '0' and seq > e.pub then e.pub = seq; e.at = now end
-  if seq > e.prv then e.prv = seq; e.at = now end
-end
+if ARGV[3] == '0' and seq > e.pub then e.pub = seq; e.at = now end
+if seq > e.prv then e.prv = seq; e.at = now end
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(e))
 return 1
 """
@@ -79,39 +75,37 @@ def record_read(ctx: Context, actor: Actor, conversation_id: str, seq: int, priv
     """message_read: O(1) Redis; membership is the caller's to check."""
     now_ms = int(ctx.clock() * 1000)
     script(ctx.redis, _RECORD)(keys=[keys.READS_PENDING],
-                               args=[keys.pair(conversation_id, actor.user_id), seq, int(private), now_ms, 0])
+                               args=[keys.pair(conversation_id, actor.user_id), seq, int(private), now_ms])
 
 
 def record_own_send(ctx: Context, user_id: str, conversation_id: str) -> None:
-    """A sent message counts as read by its sender (own messages are never unread);
-    the aggregation resolves the seq of the sender's newest message."""
-    now_ms = int(ctx.clock() * 1000)
-    script(ctx.redis, _RECORD)(keys=[keys.READS_PENDING],
-                               args=[keys.pair(conversation_id, user_id), 0, 1, now_ms, 1])
+    """A sent message counts as read by its sender (own messages are never unread):
+    a private read up to the conversation's last seq, just advanced by the send.
+
+    The edge's send hook does not get the message's seq; last_seq is a point read
+    by _id (a message of someone else stored in the same milliseconds counts as
+    read too), where finding the sender's newest message would scan `messages`.
+    """
+    conv = conversations.load(conversation_id)
+    record_read(ctx, Actor(user_id=user_id), conversation_id, conv.last_seq or 0, private=True)
 
 
 # --- stored state ------------------------------------------------------------------------
-
-def own_last_seq(conversation_id: str, user_id: str) -> int:
-    try:
-        top = (Message.objects(conversation_id=conversation_id, sender_id=user_id)
-               .order_by("-seq").only("seq").first())
-    except DB_DOWN_ERRORS as exc:
-        raise unavailable(exc) from exc
-    return top.seq if top else 0
-
 
 def last_seqs(conversation_ids: list[str]) -> dict[str, int]:
     if not conversation_ids:
         return {}
     try:
-        return {c.id: c.last_seq or 0 for c in Conversation.objects(id__in=conversation_ids).only("last_seq")}
+        return {c.id: c.last_seq or 0 for c in
+                Conversation.objects(id__in=conversation_ids).only("last_seq").batch_size(SINGLE_BATCH)}
     except DB_DOWN_ERRORS as exc:
         raise unavailable(exc) from exc
 
 
-# Pairs per $or query: keeps each query small for the database.
-STORED_QUERY_CHUNK = 200
+# Pairs per query, and a first batch that holds every answer: an open cursor
+# between batches can deadlock FerretDB 1.24 (see `write`).
+STORED_QUERY_CHUNK = 500
+SINGLE_BATCH = 10_000
 
 
 def stored_reads(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], StoredRead]:
@@ -119,9 +113,10 @@ def stored_reads(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], StoredRe
     collection = ReadState._get_collection()
     try:
         for i in range(0, len(pairs), STORED_QUERY_CHUNK):
-            chunk = pairs[i:i + STORED_QUERY_CHUNK]
-            query = {"$or": [{"conversation_id": c, "user_id": u} for c, u in chunk]}
-            for doc in collection.find(query, {"conversation_id": 1, "user_id": 1, "seq": 1, "private_seq": 1}):
+            ids = [keys.pair(c, u) for c, u in pairs[i:i + STORED_QUERY_CHUNK]]
+            for doc in collection.find({"_id": {"$in": ids}},
+                                       {"conversation_id": 1, "user_id": 1, "seq": 1, "private_seq": 1},
+                                       batch_size=SINGLE_BATCH):
                 out[(doc["conversation_id"], doc["user_id"])] = StoredRead(
                     seq=doc.get("seq") or 0, private_seq=doc.get("private_seq") or 0)
     except DB_DOWN_ERRORS as exc:
@@ -146,8 +141,7 @@ def _effective(stored: StoredRead, pending: PendingRead | None, target: Target |
     if target is not None:
         stored = StoredRead(seq=max(stored.seq, target.seq), private_seq=max(stored.private_seq, target.private_seq))
         last_seq = max(last_seq, target.last_seq)
-    own = own_last_seq(conversation_id, user_id) if pending is not None and pending.own_send_ms else 0
-    return receipts_policy.effective(stored, pending, last_seq, own)
+    return receipts_policy.effective(stored, pending, last_seq)
 
 
 def receipts_get(user_id: str, conversation_id: str, r: redis.Redis) -> dict[str, int]:
@@ -170,12 +164,12 @@ def receipts_get(user_id: str, conversation_id: str, r: redis.Redis) -> dict[str
 
 def unread_get(user_id: str, r: redis.Redis) -> dict[str, int]:
     try:
-        convs = {c.id: c.last_seq or 0 for c in Conversation.objects(members=user_id).only("last_seq")}
-        stored = {d.conversation_id: StoredRead(seq=d.seq or 0, private_seq=d.private_seq or 0)
-                  for d in ReadState.objects(user_id=user_id).only("conversation_id", "seq", "private_seq")}
+        convs = {c.id: c.last_seq or 0 for c in
+                 Conversation.objects(members=user_id).only("last_seq").batch_size(SINGLE_BATCH)}
     except DB_DOWN_ERRORS as exc:
         raise unavailable(exc) from exc
     ids = list(convs)
+    stored = {c: state for (c, _), state in stored_reads([(c, user_id) for c in ids]).items()}
     extra = _not_aggregated(r, [keys.pair(c, user_id) for c in ids])
     out = {}
     for conversation_id in ids:
@@ -206,16 +200,26 @@ def _event(ctx: Context, t: Target) -> envelope.Envelope:
 
 
 def write(targets: list[Target]) -> None:
-    """One bulk write for the batch; $max keeps it monotonic and idempotent."""
-    if not targets:
-        return
-    ops = [UpdateOne({"conversation_id": t.conversation_id, "user_id": t.user_id},
-                     {"$max": {"seq": t.seq, "private_seq": t.private_seq,
-                               "read_at": timeutil.utc_datetime(t.read_at_ms / 1000)}},
-                     upsert=True)
-           for t in targets]
+    """One write per target, by `_id`; $max keeps it monotonic and idempotent.
+
+    Not one bulk write: FerretDB 1.24 (SQLite) keeps every statement's cursor of a
+    multi-statement update open until the command ends, and deadlocks when a
+    collection or index is created meanwhile (seen as a hung database).
+    """
+    collection = ReadState._get_collection()
     try:
-        ReadState._get_collection().bulk_write(ops, ordered=False)
+        for t in targets:
+            change = {"$max": {"seq": t.seq, "private_seq": t.private_seq,
+                               "read_at": timeutil.utc_datetime(t.read_at_ms / 1000)}}
+            try:
+                collection.update_one(
+                    {"_id": keys.pair(t.conversation_id, t.user_id)},
+                    dict(change, **{"$setOnInsert": {"conversation_id": t.conversation_id, "user_id": t.user_id}}),
+                    upsert=True)
+            except DuplicateKeyError:
+                # A document of this pair written with another _id (by an older
+                # version or another service): update that one.
+                collection.update_one({"conversation_id": t.conversation_id, "user_id": t.user_id}, change)
     except DB_DOWN_ERRORS as exc:
         raise unavailable(exc) from exc
 

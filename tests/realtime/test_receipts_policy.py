@@ -31,8 +31,8 @@ def test_private_read_moves_only_the_private_watermark():
 
 
 def test_own_messages_are_never_unread():
-    # Sent seq 12 (the last_seq hint may still say 11): nothing before it is unread.
-    t = rp.aggregate("c", "u", StoredRead(3, 3), PendingRead(own_send_ms=5), 11, own_seq=12)
+    # Sending is a private read up to the conversation's last seq (the sent message).
+    t = rp.aggregate("c", "u", StoredRead(3, 3), PendingRead(private_seq=12, read_at_ms=5), 12)
     assert (t.seq, t.private_seq, t.unread, t.public_advanced) == (3, 12, 0, False)
     # Messages that arrive later count again.
     assert rp.unread(15, t.private_seq) == 3
@@ -45,7 +45,7 @@ def test_effective_state_includes_pending_reads():
 
 
 def test_pending_read_decodes_what_the_edge_script_writes():
-    p = PendingRead.decode(b'{"pub":3,"prv":7,"at":1795655579123,"own":0}')
-    assert p == PendingRead(3, 7, 1795655579123, 0)
+    p = PendingRead.decode(b'{"pub":3,"prv":7,"at":1795655579123}')
+    assert p == PendingRead(3, 7, 1795655579123)
     t = rp.aggregate("c", "u", StoredRead(), p, 10)
     assert rp.Target.decode(t.encode()) == t
