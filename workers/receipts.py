@@ -87,10 +87,15 @@ def flush(ctx: Context, *, batch_size: int = BATCH_SIZE,
 
     started = time.monotonic()
     changed = len(leftover)
+    done = 0
     for i in range(0, len(due), CHUNK):
         if i and time.monotonic() - started > RUN_BUDGET_S:
             break  # the rest is due at the next tick
         changed += _aggregate(ctx, due[i:i + CHUNK], pending_raw, fail_at)
+        done = min(len(due), i + CHUNK)
+    if done < len(due) or time.monotonic() - started > RUN_BUDGET_S / 2:
+        log.info("receipts: aggregated %d of %d due pairs (%d pending) in %.2fs", done, len(due),
+                 len(pending_raw), time.monotonic() - started)
     return changed
 
 

@@ -13,6 +13,7 @@ from realtime import validation
 from realtime.actions import conversations, receipts
 from realtime.errors import ApiError
 
+from ..blocking_redis import blocking_context
 from ..dispatch import EventSpec
 
 log = logging.getLogger(__name__)
@@ -25,22 +26,22 @@ def message_read(node, session, data: dict) -> dict:
     if conversation_id not in session.conversations:
         # A joined socket's membership was checked at join_room; others are checked here.
         conversations.load_for_member(conversation_id, session.user_id)
-    receipts.record_read(node.ctx, node.actor(session), conversation_id, seq, private)
+    receipts.record_read(blocking_context(node), node.actor(session), conversation_id, seq, private)
     return {}
 
 
 def receipts_get(node, session, data: dict) -> dict:
     conversation_id = validation.identifier(data, "conversation_id")
-    return {"watermarks": receipts.receipts_get(session.user_id, conversation_id, node.redis)}
+    return {"watermarks": receipts.receipts_get(session.user_id, conversation_id, blocking_context(node).redis)}
 
 
 def unread_get(node, session, data: dict) -> dict:
-    return {"conversations": receipts.unread_get(session.user_id, node.redis)}
+    return {"conversations": receipts.unread_get(session.user_id, blocking_context(node).redis)}
 
 
 def _after_send(node, session, conversation_id: str) -> None:
     try:
-        receipts.record_own_send(node.ctx, session.user_id, conversation_id)
+        receipts.record_own_send(blocking_context(node), session.user_id, conversation_id)
     except (redis.RedisError, ApiError) as exc:
         # The message is stored; only the sender's unread count lags until its next read.
         log.warning("could not record an own send as read: %s", exc)

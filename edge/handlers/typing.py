@@ -14,6 +14,7 @@ from realtime import connections, keys, validation
 from realtime.actions import typing
 from realtime.errors import FORBIDDEN, ApiError
 
+from ..blocking_redis import blocking_context
 from ..dispatch import EventSpec
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def _joined_conversation(session, data: dict) -> str:
 
 def typing_start(node, session, data: dict) -> dict:
     conversation_id = _joined_conversation(session, data)
-    started, deadline = typing.start(node.ctx, node.actor(session), conversation_id)
+    started, deadline = typing.start(blocking_context(node), node.actor(session), conversation_id)
     if started:
         # This node's timer; the beat sweep covers the case of this node dying.
         node.deadlines.schedule(deadline, DEADLINE_KIND, keys.pair(conversation_id, session.user_id))
@@ -39,13 +40,13 @@ def typing_start(node, session, data: dict) -> dict:
 
 def typing_stop(node, session, data: dict) -> dict:
     conversation_id = _joined_conversation(session, data)
-    typing.stop(node.ctx, session.user_id, conversation_id)
+    typing.stop(blocking_context(node), session.user_id, conversation_id)
     return {}
 
 
 def _on_deadline(node, member: str, now: float) -> None:
     conversation_id, user_id = keys.split_pair(member)
-    _stopped, current = typing.expire(node.ctx, conversation_id, user_id, now)
+    _stopped, current = typing.expire(blocking_context(node), conversation_id, user_id, now)
     if current is not None:
         # Refreshed since the timer was set: look again at the new deadline.
         node.deadlines.schedule(current, DEADLINE_KIND, member)
@@ -53,7 +54,7 @@ def _on_deadline(node, member: str, now: float) -> None:
 
 def _after_send(node, session, conversation_id: str) -> None:
     try:
-        typing.stop(node.ctx, session.user_id, conversation_id)
+        typing.stop(blocking_context(node), session.user_id, conversation_id)
     except redis.RedisError as exc:
         # The message is stored; the indicator then ends by expiry.
         log.warning("could not end typing after a send: %s", exc)
@@ -63,11 +64,11 @@ def _on_disconnect(node, session) -> None:
     if not session.authenticated or not session.conversations:
         return
     try:
-        others = connections.of_user(node.redis, session.user_id)
+        others = connections.of_user(blocking_context(node).redis, session.user_id)
         for conversation_id in session.conversations:
             # The socket is already unregistered: "others" are the remaining ones.
             if not connections.in_conversation(others, conversation_id):
-                typing.stop(node.ctx, session.user_id, conversation_id)
+                typing.stop(blocking_context(node), session.user_id, conversation_id)
     except redis.RedisError as exc:
         log.warning("could not end typing of %s on disconnect: %s", session.sid, exc)
 
