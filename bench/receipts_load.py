@@ -22,7 +22,7 @@ import sys
 import time
 
 from realtime import keys
-from realtime.models import Conversation
+from realtime.models import Conversation, ReadState
 from realtime.redis_client import make_redis
 from tests import support
 
@@ -57,6 +57,17 @@ def cpu_seconds(pids: list[int]) -> float:
         except OSError:
             pass
     return total / CLK_TCK
+
+
+def cleanup(plan: list[dict]) -> None:
+    """Remove the run's conversations and read states (by _id: FerretDB scans otherwise)."""
+    from realtime import keys as _keys
+    convs = sorted({p["conv"] for p in plan})
+    for i in range(0, len(convs), 200):
+        Conversation.objects(id__in=convs[i:i + 200]).delete()
+    ids = [_keys.pair(p["conv"], p["user"]) for p in plan]
+    for i in range(0, len(ids), 200):
+        ReadState._get_collection().delete_many({"_id": {"$in": ids[i:i + 200]}})
 
 
 def main() -> None:
@@ -105,6 +116,7 @@ def main() -> None:
         elif msg["phase"] in ("done", "error"):
             result = msg
     proc.wait(timeout=30)
+    cleanup(plan)
     if not result or result["phase"] != "done" or t0 is None:
         sys.exit(f"load generator failed: {result}")
     span = t1 - t0
