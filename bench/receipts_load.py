@@ -61,11 +61,10 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def cleanup(plan: list[dict]) -> None:
     """Remove the run's conversations and read states (by _id: FerretDB scans otherwise)."""
-    from realtime import keys as _keys
     convs = sorted({p["conv"] for p in plan})
     for i in range(0, len(convs), 200):
         Conversation.objects(id__in=convs[i:i + 200]).delete()
-    ids = [_keys.pair(p["conv"], p["user"]) for p in plan]
+    ids = [keys.pair(p["conv"], p["user"]) for p in plan]
     for i in range(0, len(ids), 200):
         ReadState._get_collection().delete_many({"_id": {"$in": ids[i:i + 200]}})
 

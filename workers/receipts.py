@@ -5,6 +5,7 @@ newest watermark.
 A run, under a Redis lock (one run at a time):
   1. redo the targets a killed run left in READS_FLUSHING;
   2. read every pending read; keep those whose window passed (receipts_policy.is_due);
+  then, chunk by chunk while the run's budget lasts:
   3. read stored state and last_seq, compute targets (receipts_policy.aggregate);
   4. stage atomically: drop each pending entry that did not change since step 2
      and record its target in READS_FLUSHING;
