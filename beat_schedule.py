@@ -10,6 +10,8 @@ TASK_MODULES = [
     "tasks.kafka",
     "tasks.calls",
     "tasks.presence",
+    "tasks.typing",
+    "tasks.receipts",
 ]
 
 # The outbox relay has its own queue (and worker), so a Kafka outage that makes
@@ -38,5 +40,17 @@ SCHEDULE = {
         "task": "tasks.presence.sweep",
         "schedule": 2.0,
         "options": {"expires": 4},
+    },
+    # Typing whose node died: ended within TYPING_EXPIRY_S + this (PROTOCOL §6).
+    "expire-typing": {
+        "task": "tasks.typing.expire_typing",
+        "schedule": 1.0,
+        "options": {"expires": 2},
+    },
+    # Receipts within 2 s of the read: RECEIPT_WINDOW_S + this tick at worst (PROTOCOL §7).
+    "flush-reads": {
+        "task": "tasks.receipts.flush_reads",
+        "schedule": 0.25,
+        "options": {"expires": 1},
     },
 }

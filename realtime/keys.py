@@ -91,3 +91,39 @@ def presence_node_settled(node_id: str) -> str:
     """Set when a sweep settled a node as dead; a node that finds it set was only
     slow (stalled past the timeout) and registers its live sockets again."""
     return f"rt:presence:settled:{node_id}"
+
+
+# --- Typing (PROTOCOL §6) ----------------------------------------------------------
+# zset "<conversation>/<user>" member -> deadline (epoch s). An entry means "announced
+# as typing, stop not yet announced"; whoever removes it (edge timer, stop, sweep)
+# announces the stop, so it is announced once.
+TYPING_DEADLINES = "rt:typing:deadlines"
+TYPING_SWEEP_LOCK = "rt:lock:sweep:typing"
+
+
+def pair(conversation_id: str, user_id: str) -> str:
+    """One (conversation, user) as a single field/member; length-prefixed so that
+    no two pairs can collide whatever characters the ids contain."""
+    return f"{len(conversation_id)}:{conversation_id}:{user_id}"
+
+
+def split_pair(member: str) -> tuple[str, str]:
+    length, _, rest = member.partition(":")
+    n = int(length)
+    return rest[:n], rest[n + 1:]
+
+
+# --- Read receipts (PROTOCOL §7) -------------------------------------------------------
+# hash pair -> JSON of the reads not yet aggregated (written by the edge).
+READS_PENDING = "rt:reads:pending"
+# hash pair -> JSON target of an aggregation in progress; cleared after the
+# MongoDB write and the events, so a worker killed mid-run leaves it to redo.
+READS_FLUSHING = "rt:reads:flushing"
+READS_FLUSH_LOCK = "rt:lock:sweep:reads"
+# hash of counters (writes, receipts, ...) for operators and benchmarks.
+READS_STATS = "rt:stats:reads"
+
+
+def reads_flushed(pair_member: str) -> str:
+    """Set (with a TTL of RECEIPT_WINDOW_S) when a pair was last aggregated."""
+    return f"rt:reads:flushed:{pair_member}"

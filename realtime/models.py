@@ -96,10 +96,18 @@ class MessageClaim(Document):
 
 
 class ReadState(Document):
+    """One user's read watermarks in one conversation (PROTOCOL §7, §11).
+
+    `_id` is the (conversation, user) pair key (realtime.keys.pair): FerretDB 1.24
+    on SQLite answers queries by `_id` from its primary key but scans the whole
+    collection for any other filter, so every hot read and write goes by `_id`.
+    """
+
+    id = StringField(primary_key=True)
     conversation_id = StringField(required=True)
     user_id = StringField(required=True)
     seq = IntField(default=0)          # public watermark (receipts_get)
-    private_seq = IntField(default=0)  # includes private reads; drives unread
+    private_seq = IntField(default=0)  # includes private reads and own sends; drives unread
     read_at = DateTimeField()
     meta = {
         "collection": "read_states",
