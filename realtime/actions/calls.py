@@ -310,24 +310,36 @@ def _device_connected(ctx: Context, user_id: str, device_id: str) -> bool:
 
 def devices_on_dead_nodes(ctx: Context) -> int:
     """Start the reconnect grace of call participants whose node died (no disconnect
-    hook ran for them). Returns how many graces were started."""
-    started = 0
+    hook ran for them), for nodes the presence sweep has not settled yet.
+    Returns how many graces were started."""
     r = ctx.redis
+    started = 0
     for node_id in connections.silent_nodes(r, ctx.clock(), ctx.settings.presence_node_timeout_s):
-        users = set(connections.of_node(r, node_id).values())
-        for user_id in users:
-            call_id = store.call_of_user(r, user_id)
-            state = store.load(r, call_id) if call_id else None
-            if state is None or state.status == machine.ENDED:
+        started += devices_gone(ctx, set(connections.of_node(r, node_id).values()))
+    return started
+
+
+def devices_gone(ctx: Context, user_ids) -> int:
+    """These users' sockets on a dead or restarted node are gone: start the reconnect
+    grace of each of their call devices that has no socket left anywhere.
+
+    Called by the call sweep and by the node settlement (realtime.actions.presence),
+    whichever sees the dead node first."""
+    r = ctx.redis
+    started = 0
+    for user_id in user_ids:
+        call_id = store.call_of_user(r, user_id)
+        state = store.load(r, call_id) if call_id else None
+        if state is None or state.status == machine.ENDED:
+            continue
+        for party in state.participant_devices(user_id):
+            if party.key in state.gone_since or _device_connected(ctx, user_id, party.device_id):
                 continue
-            for party in state.participant_devices(user_id):
-                if party.key in state.gone_since or _device_connected(ctx, user_id, party.device_id):
-                    continue
-                try:
-                    _transition(ctx, call_id, None, machine.DeviceGone(party))
-                    started += 1
-                except ApiError as exc:
-                    log.info("call %s: dead-node device %s not recorded: %s", call_id, party, exc.message)
+            try:
+                _transition(ctx, call_id, None, machine.DeviceGone(party))
+                started += 1
+            except ApiError as exc:
+                log.info("call %s: dead-node device %s not recorded: %s", call_id, party, exc.message)
     return started
 
 

@@ -25,6 +25,7 @@ from ..db import DB_DOWN_ERRORS, unavailable
 from ..models import Conversation
 from ..presence import policy, store
 from ..settings import presence_coalesce_s
+from . import calls
 from .context import Actor, Context
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,12 @@ def settle_node(ctx: Context, node_id: str, last_alive: float) -> int:
         store.nominate(pipe, user_id, ctx.clock())
     pipe.execute()
     log.info("settled %d sockets of %d users left by node %s", len(left), len(users), node_id)
+    # The same sockets leave their calls: with the registry entries gone, the
+    # call sweep could no longer find them on the dead node, so settle them here.
+    try:
+        calls.devices_gone(ctx, users)
+    except Exception:
+        log.exception("node %s: starting the call reconnect graces failed", node_id)
     return len(left)
 
 
