@@ -8,6 +8,7 @@ the queue instead of running a backlog of identical sweeps.
 # Modules holding task definitions (imported by the worker).
 TASK_MODULES = [
     "tasks.kafka",
+    "tasks.push",
 ]
 
 # The outbox relay has its own queue (and worker), so a Kafka outage that makes

@@ -3,6 +3,6 @@
 Authentication, size and rate limits are checked before a handler runs
 (`edge.dispatch`). Each module exposes `EVENTS`, a list of EventSpec.
 """
-from . import auth, messages, rooms
+from . import auth, messages, push, rooms
 
-MODULES = [auth, rooms, messages]
+MODULES = [auth, rooms, messages, push]

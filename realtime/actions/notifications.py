@@ -1,0 +1,284 @@
+"""Notifications (PROTOCOL §8): decide per recipient, record, announce, queue pushes.
+
+Runs in workers (tasks/push.py): the edge only enqueues `conversation_activity`
+after a message_send. Write first (MongoDB `notifications`), then the Kafka
+outbox (`notification.created`), then the socket event or the push deliveries.
+
+Every notification id is derived from what it is about (recipient and message,
+or recipient and call), so a task that runs twice writes the same record and
+queues deliveries under the same idempotency keys.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Callable, Iterable
+
+import orjson
+import redis
+
+from .. import connections, envelope, keys, locks, outbox, taskqueue, timeutil
+from ..models import Conversation, Message, Notification, PushDevice
+from ..notifications import policy, store
+from .context import Context
+
+log = logging.getLogger(__name__)
+
+# Per-conversation lock around deciding and coalescing: the decision task and the
+# flush task of one conversation never interleave. Work under it is a few queries.
+NOTIFY_LOCK_TTL_S = 20
+NOTIFY_LOCK_WAIT_S = 10
+# A conversation first seen by the notifier: messages up to this old count as new
+# (the message send that queued the task is at most this old).
+FIRST_SEEN_LOOKBACK_S = 30
+# Most messages one decision pass handles; the rest on the next task.
+BATCH = 200
+# Coalescing state lives a little longer than any window.
+WINDOW_STATE_TTL_S = 3600
+
+_NS = uuid.UUID("0b7c4f1e-5d0a-4c47-9a51-1f3f2a6c9e10")
+
+Enqueue = Callable[..., None]
+
+
+def notification_id(*parts: str) -> str:
+    return uuid.uuid5(_NS, "\x1f".join(parts)).hex
+
+
+def _deliver_all(enqueue: Enqueue, push_id: str, devices: Iterable[PushDevice]) -> int:
+    """One task per device: a failing device never holds up the others."""
+    n = 0
+    for device in devices:
+        enqueue(taskqueue.PUSH_DELIVER, [push_id, device.id])
+        n += 1
+    return n
+
+
+def _record(ctx: Context, note: Notification) -> None:
+    """Upsert the record (same id on a rerun), then the Kafka event."""
+    note.save(validate=False)  # a replace-upsert by _id: a rerun rewrites the same record
+    if note.kind == policy.KIND_CLEAR:
+        return
+    outbox.append(ctx.redis, envelope.make(
+        "notification.created", ctx.source,
+        {"notification": note.to_wire(), "user_id": note.user_id, "delivery": note.delivery},
+        user_id=note.user_id, conversation_id=note.conversation_id,
+        event_id=envelope.stable_event_id("notification.created", note.id),
+        occurred_at=ctx.clock()))
+
+
+def _in_app(ctx: Context, note: Notification) -> None:
+    note.delivery = policy.ROUTE_IN_APP
+    _record(ctx, note)
+    ctx.emit("notification", note.to_wire(), room=keys.user_room(note.user_id))
+
+
+def _window(r: redis.Redis, user_id: str, conversation_id: str) -> policy.Window:
+    raw = r.get(keys.push_window(user_id, conversation_id))
+    return policy.Window.from_dict(orjson.loads(raw) if raw else None)
+
+
+def _save_window(r: redis.Redis, user_id: str, conversation_id: str, window: policy.Window) -> None:
+    r.set(keys.push_window(user_id, conversation_id), orjson.dumps(window.to_dict()), ex=WINDOW_STATE_TTL_S)
+
+
+def _push_now(ctx: Context, note: Notification, count: int, enqueue: Enqueue) -> int:
+    """Attach the payload to the record and queue one delivery per device."""
+    devices = store.devices_of(note.user_id)
+    if not devices:
+        return 0
+    note.push = policy.payload(note.kind, note.conversation_id, count, store.badge(note.user_id),
+                               note.title, note.body, message_id=note.data.get("message_id"),
+                               call_id=note.data.get("call_id"))
+    Notification.objects(id=note.id).update_one(set__push=note.push)
+    return _deliver_all(enqueue, note.id, devices)
+
+
+def _message_note(message: Message, recipient: str, kind: str, now: float) -> Notification:
+    return Notification(
+        id=notification_id("message", recipient, message.id), user_id=recipient, kind=kind,
+        conversation_id=message.conversation_id, title=message.sender_id,
+        body=policy.preview(message.body),
+        data={"message_id": message.id, "seq": message.seq, "sender_id": message.sender_id},
+        created_at=timeutil.utc_datetime(now))
+
+
+def on_message(ctx: Context, conv: Conversation, message: Message,
+               enqueue: Enqueue = taskqueue.send) -> dict[str, str]:
+    """Decide and act for every other member. Call under the conversation's notify lock.
+
+    Returns {user_id: what happened} (for tests and logs).
+    """
+    now = ctx.clock()
+    recipients = [m for m in (conv.members or []) if m != message.sender_id]
+    if not recipients or message.deleted:
+        return {}
+    conns = connections.of_users(ctx.redis, recipients)
+    prefs = store.preferences(recipients, conv.id)
+    outcome: dict[str, str] = {}
+    for user_id in recipients:
+        user_conns = conns.get(user_id, [])
+        how = policy.route(bool(user_conns), connections.in_conversation(user_conns, conv.id))
+        kind = policy.kind_for(user_id, message.body)
+        if how == policy.ROUTE_NONE:
+            outcome[user_id] = "in_room"
+            continue
+        if not policy.allows(prefs[user_id], kind, now):
+            outcome[user_id] = "silenced"
+            continue
+        note = _message_note(message, user_id, kind, now)
+        if how == policy.ROUTE_IN_APP:
+            _in_app(ctx, note)
+            outcome[user_id] = "in_app"
+            continue
+        note.delivery = policy.ROUTE_PUSH
+        _record(ctx, note)
+        action, window = policy.coalesce(_window(ctx.redis, user_id, conv.id), note.id, now,
+                                         ctx.settings.push_coalesce_s)
+        _save_window(ctx.redis, user_id, conv.id, window)
+        if action == policy.SEND_NOW:
+            _push_now(ctx, note, 1, enqueue)
+            outcome[user_id] = "push"
+        else:
+            if action == policy.DEFER_SCHEDULE:
+                enqueue(taskqueue.PUSH_FLUSH, [user_id, conv.id], countdown=max(0.0, window.until - now))
+            outcome[user_id] = "push_deferred"
+    return outcome
+
+
+def conversation_activity(ctx: Context, conversation_id: str, sent_at: float | None = None,
+                          enqueue: Enqueue = taskqueue.send) -> int:
+    """Notify about every message of the conversation not decided yet.
+
+    A per-conversation cursor (highest seq decided) makes this idempotent and lets
+    one run cover a burst: later tasks of the burst find nothing left to do.
+    """
+    lock = ctx.redis.lock(keys.notify_lock(conversation_id), timeout=NOTIFY_LOCK_TTL_S,
+                          blocking_timeout=NOTIFY_LOCK_WAIT_S)
+    if not lock.acquire():
+        raise TimeoutError(f"notify lock of {conversation_id} busy")
+    try:
+        conv = Conversation.objects(id=conversation_id).only("kind", "members", "last_seq").first()
+        if conv is None:
+            return 0
+        cursor = ctx.redis.get(keys.notify_cursor(conversation_id))
+        query = Message.objects(conversation_id=conversation_id)
+        if cursor is not None:
+            query = query(seq__gt=int(cursor))
+        else:
+            since = (sent_at or ctx.clock()) - FIRST_SEEN_LOOKBACK_S
+            query = query(created_at__gte=timeutil.utc_datetime(since))
+        done = 0
+        for message in query.order_by("seq").limit(BATCH):
+            on_message(ctx, conv, message, enqueue)
+            ctx.redis.set(keys.notify_cursor(conversation_id), message.seq)
+            done += 1
+        if done == BATCH:
+            enqueue(taskqueue.PUSH_CONVERSATION_ACTIVITY, [conversation_id, None])
+        return done
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            pass
+
+
+def flush(ctx: Context, user_id: str, conversation_id: str, enqueue: Enqueue = taskqueue.send) -> int:
+    """The coalescing window of (user, conversation) ended: push what it gathered."""
+    with locks.held(ctx.redis, keys.notify_lock(conversation_id), NOTIFY_LOCK_TTL_S) as mine:
+        if not mine:
+            # The decision task holds it for a moment: try again shortly.
+            enqueue(taskqueue.PUSH_FLUSH, [user_id, conversation_id], countdown=0.1)
+            return 0
+        now = ctx.clock()
+        window = _window(ctx.redis, user_id, conversation_id)
+        due, window_after = policy.flush(window, now, ctx.settings.push_coalesce_s)
+        if due is None:
+            if window.pending:
+                enqueue(taskqueue.PUSH_FLUSH, [user_id, conversation_id],
+                        countdown=max(0.05, window.until - now))
+            return 0
+        _save_window(ctx.redis, user_id, conversation_id, window_after)
+    latest, count = due
+    note = Notification.objects(id=latest).first()
+    if note is None:
+        return 0
+    return _push_now(ctx, note, count, enqueue)
+
+
+def call_missed(ctx: Context, call_id: str, conversation_id: str, caller_id: str,
+                user_ids: list[str], enqueue: Enqueue = taskqueue.send) -> dict[str, str]:
+    """Entry point for calls: `user_ids` missed `call_id` from `caller_id`.
+
+    Connected users get an in-app `notification`, the others a push to every device
+    (never coalesced: each missed call is news). Settings apply as for messages.
+    """
+    now = ctx.clock()
+    recipients = [u for u in user_ids if u != caller_id]
+    conns = connections.of_users(ctx.redis, recipients)
+    prefs = store.preferences(recipients, conversation_id)
+    outcome = {}
+    for user_id in recipients:
+        if not policy.allows(prefs[user_id], policy.KIND_CALL_MISSED, now):
+            outcome[user_id] = "silenced"
+            continue
+        note = Notification(
+            id=notification_id("call_missed", user_id, call_id), user_id=user_id,
+            kind=policy.KIND_CALL_MISSED, conversation_id=conversation_id, title=caller_id,
+            body="Missed call", data={"call_id": call_id, "caller_id": caller_id},
+            created_at=timeutil.utc_datetime(now))
+        if conns.get(user_id):
+            _in_app(ctx, note)
+            outcome[user_id] = "in_app"
+        else:
+            note.delivery = policy.ROUTE_PUSH
+            _record(ctx, note)
+            _push_now(ctx, note, 1, enqueue)
+            outcome[user_id] = "push"
+    return outcome
+
+
+def clear(ctx: Context, user_id: str, conversation_id: str, reading_device_id: str | None,
+          enqueue: Enqueue = taskqueue.send) -> int:
+    """The user read the conversation on one device: a silent clear to the others.
+
+    Also drops what the coalescing window gathered, so no push about messages the
+    user has just read goes out after this.
+    """
+    with locks.held(ctx.redis, keys.notify_lock(conversation_id), NOTIFY_LOCK_TTL_S) as mine:
+        window = _window(ctx.redis, user_id, conversation_id)
+        if window.pending:
+            _save_window(ctx.redis, user_id, conversation_id, policy.clear_pending(window))
+        elif not mine:
+            pass  # nothing pending to drop; the clear itself needs no lock
+    devices = [d for d in store.devices_of(user_id) if d.device_id != reading_device_id]
+    if not devices:
+        return 0
+    now = ctx.clock()
+    note = Notification(
+        id=notification_id("clear", user_id, conversation_id, uuid.uuid4().hex), user_id=user_id,
+        kind=policy.KIND_CLEAR, conversation_id=conversation_id, title="", body="",
+        data={"reading_device_id": reading_device_id}, delivery=policy.ROUTE_PUSH,
+        created_at=timeutil.utc_datetime(now),
+        push=policy.payload(policy.KIND_CLEAR, conversation_id, 0, store.badge(user_id), "", ""))
+    _record(ctx, note)
+    return _deliver_all(enqueue, note.id, devices)
+
+
+# --- Socket-driven changes: devices and settings -------------------------------------------
+
+def register_device(ctx: Context, user_id: str, device_id: str, platform: str, token: str | None,
+                    subscription: dict | None) -> dict:
+    device = store.register_device(user_id, device_id, platform, token, subscription, ctx.clock())
+    return {"device_id": device.device_id, "platform": device.platform}
+
+
+def unregister_device(ctx: Context, user_id: str, device_id: str) -> bool:
+    return store.unregister_device(user_id, device_id)
+
+
+def set_preference(ctx: Context, user_id: str, conversation_id: str | None, level: str | None,
+                   muted_until: float | None, clear_mute: bool) -> dict:
+    pref = store.save_setting(user_id, conversation_id, level, muted_until, clear_mute, ctx.clock())
+    return {"conversation_id": conversation_id, "level": pref.level,
+            "muted_until": timeutil.iso(pref.muted_until)}
