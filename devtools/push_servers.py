@@ -253,13 +253,19 @@ class Subscriber:
 # --- FCM --------------------------------------------------------------------------------
 
 class FCMService(_Service):
-    def __init__(self, credentials: dict, port: int = 0):
+    def __init__(self, credentials: dict | None = None, port: int = 0):
         super().__init__(port)
-        self.credentials = credentials
-        self.public_pem = public_pem_of(credentials["private_key"])
+        if credentials:
+            self.use(credentials)
         self.access_tokens: dict[str, float] = {}
         self.unregistered: set[str] = set()
         self.token_requests = 0
+
+    def use(self, credentials: dict) -> "FCMService":
+        """The service account whose assertions this server accepts."""
+        self.credentials = credentials
+        self.public_pem = public_pem_of(credentials["private_key"])
+        return self
 
     @property
     def token_url(self) -> str:
