@@ -130,8 +130,10 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        # Headers and body in one write: two small writes would meet the client's
+        # delayed ACK (Nagle) and add ~40 ms to every keep-alive request.
+        self._headers_buffer.append(b"\r\n" + body)
+        self.flush_headers()
 
 
 class _Service:
@@ -479,3 +481,31 @@ class APNsService:
         h2conn.send_headers(stream_id, response_headers, end_stream=not out)
         if out:
             h2conn.send_data(stream_id, out, end_stream=True)
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """Run one stand-in in its own process (for benchmarks):
+
+        python -m devtools.push_servers webpush PORT
+        python -m devtools.push_servers fcm PORT CREDENTIALS_JSON
+    """
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    kind, port = args[0], int(args[1])
+    if kind == "webpush":
+        service = WebPushService(port=port)
+    elif kind == "fcm":
+        with open(args[2]) as fh:
+            service = FCMService(json.load(fh), port=port)
+    else:
+        raise SystemExit(f"unknown service {kind!r}")
+    # A benchmark sends many thousands: keep no request bodies around.
+    service.rec.record = lambda entry: None
+    service.start()
+    print(f"{kind} listening on {service.url}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    serve()

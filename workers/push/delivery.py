@@ -10,6 +10,7 @@ into the first on the device.
 """
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Callable
 
@@ -54,6 +55,25 @@ def send_to(ctx: Context, device: PushDevice, payload: dict, key: str) -> common
     return common.Outcome(common.FAILED, None, f"unknown platform {device.platform!r}")
 
 
+# Push payloads never change once deliveries are queued (they are written before),
+# so a worker keeps recent ones: a user's devices share one read.
+_payloads: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
+PAYLOAD_CACHE_SIZE = 1024
+
+
+def _payload(push_id: str) -> dict | None:
+    cached = _payloads.get(push_id)
+    if cached is not None:
+        return cached
+    note = Notification.objects(id=push_id).only("push").first()
+    if note is None or not note.push:
+        return None
+    _payloads[push_id] = dict(note.push)
+    if len(_payloads) > PAYLOAD_CACHE_SIZE:
+        _payloads.popitem(last=False)
+    return _payloads[push_id]
+
+
 def deliver(ctx: Context, push_id: str, device_key: str,
             after_send: Callable[[], None] | None = None) -> str:
     """Send push `push_id` to device `device_key`. Raises RetryLater on transient failure.
@@ -71,14 +91,14 @@ def deliver(ctx: Context, push_id: str, device_key: str,
         return DUPLICATE  # sent, removed or dropped already: nothing to do twice
     try:
         device = store.device(device_key)
-        note = Notification.objects(id=push_id).only("push", "user_id").first()
         if device is None:
             r.set(state_key, NO_DEVICE, ex=SENT_TTL_S)
             return NO_DEVICE
-        if note is None or not note.push:
+        payload = _payload(push_id)
+        if payload is None:
             r.set(state_key, DROPPED, ex=SENT_TTL_S)
             return DROPPED
-        outcome = send_to(ctx, device, dict(note.push), key)
+        outcome = send_to(ctx, device, payload, key)
     except BaseException:
         r.delete(state_key)  # nothing went out: let the retry send
         raise
