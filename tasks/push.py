@@ -63,7 +63,7 @@ def call_missed(call_id: str, conversation_id: str, caller_id: str, user_ids: li
     return notifications.call_missed(runtime.context(), call_id, conversation_id, caller_id, user_ids)
 
 
-@app.task(name=taskqueue.PUSH_CLEAR, autoretry_for=DB_DOWN_ERRORS, retry_backoff=0.5,
+@app.task(name=taskqueue.PUSH_CLEAR, autoretry_for=(TimeoutError, *DB_DOWN_ERRORS), retry_backoff=0.5,
           retry_jitter=True, max_retries=5, soft_time_limit=20, time_limit=30)
 def clear(user_id: str, conversation_id: str, reading_device_id: str | None) -> int:
     """For read receipts: the user read the conversation on `reading_device_id`."""

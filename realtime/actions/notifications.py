@@ -10,9 +10,10 @@ queues deliveries under the same idempotency keys.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import orjson
 import redis
@@ -31,6 +32,8 @@ NOTIFY_LOCK_WAIT_S = 10
 # A conversation first seen by the notifier: messages up to this old count as new
 # (the message send that queued the task is at most this old).
 FIRST_SEEN_LOOKBACK_S = 30
+# A conversation quiet this long forgets its cursor (and starts from the lookback).
+CURSOR_TTL_S = 7 * 24 * 3600
 # Most messages one decision pass handles; the rest on the next task.
 BATCH = 200
 # Coalescing state lives a little longer than any window.
@@ -146,6 +149,22 @@ def on_message(ctx: Context, conv: Conversation, message: Message,
     return outcome
 
 
+@contextlib.contextmanager
+def _conversation_lock(ctx: Context, conversation_id: str) -> Iterator[None]:
+    """Wait (briefly) for the conversation's notify lock; TimeoutError if it stays busy."""
+    lock = ctx.redis.lock(keys.notify_lock(conversation_id), timeout=NOTIFY_LOCK_TTL_S,
+                          blocking_timeout=NOTIFY_LOCK_WAIT_S)
+    if not lock.acquire():
+        raise TimeoutError(f"notify lock of {conversation_id} busy")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            pass  # expired meanwhile
+
+
 def conversation_activity(ctx: Context, conversation_id: str, sent_at: float | None = None,
                           enqueue: Enqueue = taskqueue.send) -> int:
     """Notify about every message of the conversation not decided yet.
@@ -153,11 +172,7 @@ def conversation_activity(ctx: Context, conversation_id: str, sent_at: float | N
     A per-conversation cursor (highest seq decided) makes this idempotent and lets
     one run cover a burst: later tasks of the burst find nothing left to do.
     """
-    lock = ctx.redis.lock(keys.notify_lock(conversation_id), timeout=NOTIFY_LOCK_TTL_S,
-                          blocking_timeout=NOTIFY_LOCK_WAIT_S)
-    if not lock.acquire():
-        raise TimeoutError(f"notify lock of {conversation_id} busy")
-    try:
+    with _conversation_lock(ctx, conversation_id):
         conv = Conversation.objects(id=conversation_id).only("kind", "members", "last_seq").first()
         if conv is None:
             return 0
@@ -171,16 +186,11 @@ def conversation_activity(ctx: Context, conversation_id: str, sent_at: float | N
         done = 0
         for message in query.order_by("seq").limit(BATCH):
             on_message(ctx, conv, message, enqueue)
-            ctx.redis.set(keys.notify_cursor(conversation_id), message.seq)
+            ctx.redis.set(keys.notify_cursor(conversation_id), message.seq, ex=CURSOR_TTL_S)
             done += 1
         if done == BATCH:
             enqueue(taskqueue.PUSH_CONVERSATION_ACTIVITY, [conversation_id, None])
         return done
-    finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            pass
 
 
 def flush(ctx: Context, user_id: str, conversation_id: str, enqueue: Enqueue = taskqueue.send) -> int:
@@ -245,12 +255,10 @@ def clear(ctx: Context, user_id: str, conversation_id: str, reading_device_id: s
     Also drops what the coalescing window gathered, so no push about messages the
     user has just read goes out after this.
     """
-    with locks.held(ctx.redis, keys.notify_lock(conversation_id), NOTIFY_LOCK_TTL_S) as mine:
+    with _conversation_lock(ctx, conversation_id):
         window = _window(ctx.redis, user_id, conversation_id)
         if window.pending:
             _save_window(ctx.redis, user_id, conversation_id, policy.clear_pending(window))
-        elif not mine:
-            pass  # nothing pending to drop; the clear itself needs no lock
     devices = [d for d in store.devices_of(user_id) if d.device_id != reading_device_id]
     if not devices:
         return 0

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from mongoengine.errors import MongoEngineException
-
 from .. import timeutil
 from ..db import DB_DOWN_ERRORS, unavailable
 from ..models import Conversation, NotificationSetting, PushDevice, ReadState
@@ -63,10 +61,7 @@ def remove_gone_device(key: str, token: str | None, endpoint: str | None) -> Non
         query["token"] = token
     if endpoint is not None:
         query["subscription__endpoint"] = endpoint
-    try:
-        PushDevice.objects(**query).delete()
-    except MongoEngineException:
-        raise
+    PushDevice.objects(**query).delete()
 
 
 # --- settings --------------------------------------------------------------------------
