@@ -53,6 +53,12 @@ def notify_cursor(conversation_id: str) -> str:
     return f"rt:notify:cursor:{conversation_id}"
 
 
+def notify_queued(conversation_id: str) -> str:
+    """Set while a decision task for the conversation is queued and not started:
+    a burst of sends queues one task, not one per message."""
+    return f"rt:notify:queued:{conversation_id}"
+
+
 def notify_lock(conversation_id: str) -> str:
     return f"rt:lock:notify:{conversation_id}"
 

@@ -8,7 +8,7 @@ import binascii
 import logging
 from urllib.parse import urlsplit
 
-from realtime import taskqueue, timeutil, validation
+from realtime import keys, taskqueue, timeutil, validation
 from realtime.actions import conversations, notifications
 from realtime.errors import invalid
 from realtime.notifications import policy
@@ -18,6 +18,8 @@ from ..dispatch import EventSpec
 log = logging.getLogger(__name__)
 
 PLATFORMS = ("webpush", "fcm", "apns")
+# A queued decision task that never started (lost) stops holding back new ones after this.
+NOTIFY_QUEUED_TTL_S = 30
 MAX_TOKEN_LEN = 4096
 MAX_ENDPOINT_LEN = 2048
 
@@ -105,13 +107,21 @@ def notification_settings(node, session, data: dict) -> dict:
 
 
 def _after_send(node, session, conversation_id: str) -> None:
-    """Queue the notification decision; the message is stored already, so a failed
-    enqueue must not fail the send (it is logged, and the next send's task catches
-    up with the conversation's cursor)."""
+    """Queue the notification decision unless one is queued and not started yet (it
+    will see this message: the message is stored before this runs). The message is
+    acknowledged whatever happens here; a failed enqueue is logged, and the next
+    send's task catches up through the conversation's cursor."""
+    queued = keys.notify_queued(conversation_id)
     try:
+        if not node.redis.set(queued, 1, nx=True, ex=NOTIFY_QUEUED_TTL_S):
+            return
         taskqueue.send(taskqueue.PUSH_CONVERSATION_ACTIVITY, [conversation_id, node.clock()])
     except Exception as exc:  # broker down: the message itself was acknowledged
         log.warning("could not queue notifications for %s: %s", conversation_id, exc)
+        try:
+            node.redis.delete(queued)
+        except Exception:
+            pass
 
 
 def setup(node) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from dataclasses import dataclass
+from datetime import timezone
 from typing import Callable, Iterable, Iterator
 
 import orjson
@@ -85,9 +87,11 @@ def _save_window(r: redis.Redis, user_id: str, conversation_id: str, window: pol
     r.set(keys.push_window(user_id, conversation_id), orjson.dumps(window.to_dict()), ex=WINDOW_STATE_TTL_S)
 
 
-def _push_now(ctx: Context, note: Notification, count: int, enqueue: Enqueue) -> int:
+def _push_now(ctx: Context, note: Notification, count: int, enqueue: Enqueue,
+              devices: list[PushDevice] | None = None) -> int:
     """Attach the payload to the record and queue one delivery per device."""
-    devices = store.devices_of(note.user_id)
+    if devices is None:
+        devices = store.devices_of(note.user_id)
     if not devices:
         return 0
     note.push = policy.payload(note.kind, note.conversation_id, count, store.badge(note.user_id),
@@ -106,8 +110,29 @@ def _message_note(message: Message, recipient: str, kind: str, now: float) -> No
         created_at=timeutil.utc_datetime(now))
 
 
+@dataclass
+class Audience:
+    """What one decision pass reads once for all its messages."""
+
+    conns: dict[str, list[connections.Connection]]
+    prefs: dict[str, policy.Preference]
+    devices: dict[str, list[PushDevice]]  # registered devices of members with no socket
+
+
+def audience(ctx: Context, conv: Conversation) -> Audience:
+    members = list(conv.members or [])
+    conns = connections.of_users(ctx.redis, members)
+    offline = [u for u in members if not conns.get(u)]
+    return Audience(conns=conns, prefs=store.preferences(members, conv.id),
+                    devices=store.devices_of_users(offline))
+
+
+def _epoch(dt) -> float:
+    return dt.replace(tzinfo=timezone.utc).timestamp() if dt.tzinfo is None else dt.timestamp()
+
+
 def on_message(ctx: Context, conv: Conversation, message: Message,
-               enqueue: Enqueue = taskqueue.send) -> dict[str, str]:
+               enqueue: Enqueue = taskqueue.send, aud: Audience | None = None) -> dict[str, str]:
     """Decide and act for every other member. Call under the conversation's notify lock.
 
     Returns {user_id: what happened} (for tests and logs).
@@ -116,18 +141,23 @@ def on_message(ctx: Context, conv: Conversation, message: Message,
     recipients = [m for m in (conv.members or []) if m != message.sender_id]
     if not recipients or message.deleted:
         return {}
-    conns = connections.of_users(ctx.redis, recipients)
-    prefs = store.preferences(recipients, conv.id)
+    aud = aud or audience(ctx, conv)
+    # Coalescing runs on message time: a worker that lags behind a burst still
+    # folds the burst into one window.
+    sent_at = _epoch(message.created_at) if message.created_at else now
     outcome: dict[str, str] = {}
     for user_id in recipients:
-        user_conns = conns.get(user_id, [])
+        user_conns = aud.conns.get(user_id, [])
         how = policy.route(bool(user_conns), connections.in_conversation(user_conns, conv.id))
         kind = policy.kind_for(user_id, message.body)
         if how == policy.ROUTE_NONE:
             outcome[user_id] = "in_room"
             continue
-        if not policy.allows(prefs[user_id], kind, now):
+        if not policy.allows(aud.prefs[user_id], kind, now):
             outcome[user_id] = "silenced"
+            continue
+        if how == policy.ROUTE_PUSH and not aud.devices.get(user_id):
+            outcome[user_id] = "no_device"  # offline and nowhere to push: nothing to record
             continue
         note = _message_note(message, user_id, kind, now)
         if how == policy.ROUTE_IN_APP:
@@ -136,11 +166,11 @@ def on_message(ctx: Context, conv: Conversation, message: Message,
             continue
         note.delivery = policy.ROUTE_PUSH
         _record(ctx, note)
-        action, window = policy.coalesce(_window(ctx.redis, user_id, conv.id), note.id, now,
+        action, window = policy.coalesce(_window(ctx.redis, user_id, conv.id), note.id, sent_at,
                                          ctx.settings.push_coalesce_s)
         _save_window(ctx.redis, user_id, conv.id, window)
         if action == policy.SEND_NOW:
-            _push_now(ctx, note, 1, enqueue)
+            _push_now(ctx, note, 1, enqueue, aud.devices[user_id])
             outcome[user_id] = "push"
         else:
             if action == policy.DEFER_SCHEDULE:
@@ -172,10 +202,14 @@ def conversation_activity(ctx: Context, conversation_id: str, sent_at: float | N
     A per-conversation cursor (highest seq decided) makes this idempotent and lets
     one run cover a burst: later tasks of the burst find nothing left to do.
     """
+    # From here on a new message_send queues a new task (see edge/handlers/push.py).
+    ctx.redis.delete(keys.notify_queued(conversation_id))
     with _conversation_lock(ctx, conversation_id):
         conv = Conversation.objects(id=conversation_id).only("kind", "members", "last_seq").first()
         if conv is None:
             return 0
+        if len(conv.members or []) < 2:
+            return 0  # nobody to tell about anything
         cursor = ctx.redis.get(keys.notify_cursor(conversation_id))
         query = Message.objects(conversation_id=conversation_id)
         if cursor is not None:
@@ -184,8 +218,10 @@ def conversation_activity(ctx: Context, conversation_id: str, sent_at: float | N
             since = (sent_at or ctx.clock()) - FIRST_SEEN_LOOKBACK_S
             query = query(created_at__gte=timeutil.utc_datetime(since))
         done = 0
+        aud = None
         for message in query.order_by("seq").limit(BATCH):
-            on_message(ctx, conv, message, enqueue)
+            aud = aud or audience(ctx, conv)
+            on_message(ctx, conv, message, enqueue, aud)
             ctx.redis.set(keys.notify_cursor(conversation_id), message.seq, ex=CURSOR_TTL_S)
             done += 1
         if done == BATCH:

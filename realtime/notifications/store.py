@@ -50,6 +50,15 @@ def devices_of(user_id: str) -> list[PushDevice]:
     return list(PushDevice.objects(user_id=user_id))
 
 
+def devices_of_users(user_ids: list[str]) -> dict[str, list[PushDevice]]:
+    if not user_ids:
+        return {}
+    out: dict[str, list[PushDevice]] = {}
+    for dev in PushDevice.objects(user_id__in=user_ids):
+        out.setdefault(dev.user_id, []).append(dev)
+    return out
+
+
 def device(key: str) -> PushDevice | None:
     return PushDevice.objects(id=key).first()
 

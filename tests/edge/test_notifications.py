@@ -189,12 +189,18 @@ def test_burst_of_ten_makes_at_most_two_pushes(clients, webpush):
     conv = support.make_conversation([alice, bob])
     sub = offline_webpush_user(clients, webpush, bob)
     a = clients(support.EDGE1, user=alice)
+    started = time.monotonic()
     for i in range(10):
         send(a, conv, f"burst {i}")
+    sending_s = time.monotonic() - started
     wait_pushes(webpush, sub, count=1)
     time.sleep(support.SETTINGS.push_coalesce_s + QUIET_S)
     payloads = [sub.decrypt(r["body"]) for r in pushes_to(webpush, sub)]
-    assert 1 <= len(payloads) <= 2, payloads
+    # One push per window: a burst sent within one window makes at most two (the
+    # first at once, the rest at the window's end). Only a machine too loaded to
+    # send ten messages within the window may see one more per extra window.
+    allowed = 2 + int(sending_s // support.SETTINGS.push_coalesce_s)
+    assert 1 <= len(payloads) <= allowed, (sending_s, payloads)
     assert sum(p["count"] for p in payloads) == 10
     assert payloads[-1]["body"] == "burst 9" and payloads[-1]["badge"] == 10
 

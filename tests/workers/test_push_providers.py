@@ -3,7 +3,6 @@ checks (devtools/push_servers.py): encryption and VAPID for Web Push, the OAuth2
 token exchange for FCM, HTTP/2 and the ES256 provider token for APNs."""
 import base64
 import dataclasses
-import time
 
 import pytest
 
