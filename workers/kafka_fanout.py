@@ -90,6 +90,8 @@ def run(stop: list[bool]) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    # kafka-python logs every connection and fetch-session event at INFO.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     stop = [False]
 
     def _stop(*_):

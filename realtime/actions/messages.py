@@ -23,6 +23,8 @@ from .context import Actor, Context
 # Slots tried before giving up on one send. Each refusal means another message
 # won the slot, so reaching this needs sustained contention on one conversation.
 MAX_SEQ_ATTEMPTS = 50
+# Consecutive slot refusals after which the last_seq hint is treated as stale.
+STALE_HINT_AFTER_CONFLICTS = 8
 SYNC_PAGE = 300
 SYNC_MAX_CONVERSATIONS = 500
 HISTORY_DEFAULT_LIMIT = 50
@@ -50,26 +52,29 @@ def _find(message_id: str) -> Message | None:
         raise unavailable(exc) from exc
 
 
-def _claim(actor: Actor, conversation_id: str, client_msg_id: str, now: float) -> MessageClaim:
-    """Reserve the message id for (sender, client_msg_id), or return the earlier claim."""
+def _claim(actor: Actor, conversation_id: str, client_msg_id: str, now: float) -> tuple[MessageClaim, bool]:
+    """Reserve the message id for (sender, client_msg_id).
+
+    Returns (claim, fresh): fresh is False when an earlier attempt made the claim,
+    in which case its message may already be stored.
+    """
     key = MessageClaim.key(actor.user_id, client_msg_id)
+    claim = MessageClaim(id=key, message_id=new_message_id(now), conversation_id=conversation_id,
+                         created_at=timeutil.utc_datetime(now))
+    fresh = True
     try:
-        claim = MessageClaim.objects(id=key).first()
-        if claim is None:
-            claim = MessageClaim(id=key, message_id=new_message_id(now),
-                                 conversation_id=conversation_id,
-                                 created_at=timeutil.utc_datetime(now))
-            try:
-                claim.save(force_insert=True)
-            except NotUniqueError:
-                claim = MessageClaim.objects(id=key).first()
+        try:
+            claim.save(force_insert=True, validate=False)
+        except NotUniqueError:
+            fresh = False
+            claim = MessageClaim.objects(id=key).first()
     except DB_DOWN_ERRORS as exc:
         raise unavailable(exc) from exc
     if claim is None:  # pragma: no cover - claim deleted between insert and read
         raise ApiError(CONFLICT, "client_msg_id is being used concurrently; retry")
     if claim.conversation_id != conversation_id:
         raise ApiError(CONFLICT, "client_msg_id was already used in another conversation")
-    return claim
+    return claim, fresh
 
 
 def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, body: str,
@@ -77,9 +82,9 @@ def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, b
     """Store and announce a message. Returns (wire message, created_now)."""
     conv = conversations.load_for_member(conversation_id, actor.user_id)
     now = ctx.clock()
-    claim = _claim(actor, conversation_id, client_msg_id, now)
+    claim, fresh = _claim(actor, conversation_id, client_msg_id, now)
 
-    existing = _find(claim.message_id)
+    existing = None if fresh else _find(claim.message_id)
     if existing is not None:
         # A retry: same message, nothing new on the sockets. The envelope is
         # appended again (same event_id) in case the first attempt died before
@@ -102,10 +107,14 @@ def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, b
             concurrent = _find(message.id)
             if concurrent is not None:  # a concurrent retry of this very send won
                 return concurrent.to_wire(), False
-            # The slot is taken. On the first refusal re-read the real maximum
-            # (the hint may be stale after a failed hint update or writes by the
-            # message service); after that, walk up one slot at a time.
-            seq = conversations.stored_last_seq(conversation_id) + 1 if attempt == 0 else seq + 1
+            # The slot is taken, usually by a concurrent sender: walk up one slot.
+            # After several refusals in a row the hint is probably far behind (a
+            # failed hint update, or messages the message service wrote), so ask
+            # for the real maximum once; that query sorts, so it is not the default.
+            if attempt + 1 == STALE_HINT_AFTER_CONFLICTS:
+                seq = conversations.stored_last_seq(conversation_id) + 1
+            else:
+                seq += 1
         except DB_DOWN_ERRORS as exc:
             raise unavailable(exc) from exc
     else:
