@@ -18,6 +18,7 @@ from datetime import timezone
 from typing import Callable, Iterable, Iterator
 
 import orjson
+import pymongo.errors
 import redis
 
 from .. import connections, envelope, keys, locks, outbox, taskqueue, timeutil
@@ -64,12 +65,16 @@ def _record(ctx: Context, note: Notification) -> None:
     note.save(validate=False)  # a replace-upsert by _id: a rerun rewrites the same record
     if note.kind == policy.KIND_CLEAR:
         return
-    outbox.append(ctx.redis, envelope.make(
+    outbox.append(ctx.redis, _created_event(ctx, note))
+
+
+def _created_event(ctx: Context, note: Notification) -> envelope.Envelope:
+    return envelope.make(
         "notification.created", ctx.source,
         {"notification": note.to_wire(), "user_id": note.user_id, "delivery": note.delivery},
         user_id=note.user_id, conversation_id=note.conversation_id,
         event_id=envelope.stable_event_id("notification.created", note.id),
-        occurred_at=ctx.clock()))
+        occurred_at=ctx.clock())
 
 
 def _in_app(ctx: Context, note: Notification) -> None:
@@ -131,17 +136,52 @@ def _epoch(dt) -> float:
     return dt.replace(tzinfo=timezone.utc).timestamp() if dt.tzinfo is None else dt.timestamp()
 
 
-def on_message(ctx: Context, conv: Conversation, message: Message,
-               enqueue: Enqueue = taskqueue.send, aud: Audience | None = None) -> dict[str, str]:
-    """Decide and act for every other member. Call under the conversation's notify lock.
+class Writes:
+    """The writes of one decision pass, done together once it decided: one bulk insert
+    of the records, one outbox round trip, then the emits and the queued tasks (still
+    write, then outbox, then emit). One pass covers a burst; a write per notification
+    would make the database's writers queue behind ours while a conversation is busy."""
 
-    Returns {user_id: what happened} (for tests and logs).
+    def __init__(self):
+        self.notes: list[Notification] = []
+        self.emits: list[Notification] = []
+        self.tasks: list[tuple[str, list, float | None]] = []
+
+    def commit(self, ctx: Context, enqueue: Enqueue) -> None:
+        if self.notes:
+            _insert_new(self.notes)
+            outbox.append(ctx.redis, *[_created_event(ctx, n) for n in self.notes])
+        for note in self.emits:
+            ctx.emit("notification", note.to_wire(), room=keys.user_room(note.user_id))
+        for name, args, countdown in self.tasks:
+            enqueue(name, args, countdown=countdown)
+        self.notes, self.emits, self.tasks = [], [], []
+
+
+def _insert_new(notes: list[Notification]) -> None:
+    """Insert the records; ones a previous run of the same pass wrote already stay."""
+    try:
+        Notification._get_collection().insert_many([n.to_mongo() for n in notes], ordered=False)
+    except pymongo.errors.BulkWriteError as exc:
+        if any(err.get("code") != 11000 for err in exc.details.get("writeErrors", [])):
+            raise
+
+
+def on_message(ctx: Context, conv: Conversation, message: Message,
+               enqueue: Enqueue = taskqueue.send, aud: Audience | None = None,
+               writes: Writes | None = None) -> dict[str, str]:
+    """Decide for every other member. Call under the conversation's notify lock.
+
+    With `writes`, what it decided is written when the caller commits them; without,
+    at once. Returns {user_id: what happened} (for tests and logs).
     """
     now = ctx.clock()
     recipients = [m for m in (conv.members or []) if m != message.sender_id]
     if not recipients or message.deleted:
         return {}
     aud = aud or audience(ctx, conv)
+    own_writes = writes is None
+    writes = writes or Writes()
     # Coalescing runs on message time: a worker that lags behind a burst still
     # folds the burst into one window.
     sent_at = _epoch(message.created_at) if message.created_at else now
@@ -160,22 +200,26 @@ def on_message(ctx: Context, conv: Conversation, message: Message,
             outcome[user_id] = "no_device"  # offline and nowhere to push: nothing to record
             continue
         note = _message_note(message, user_id, kind, now)
+        note.delivery = how
+        writes.notes.append(note)
         if how == policy.ROUTE_IN_APP:
-            _in_app(ctx, note)
+            writes.emits.append(note)
             outcome[user_id] = "in_app"
             continue
-        note.delivery = policy.ROUTE_PUSH
-        _record(ctx, note)
         action, window = policy.coalesce(_window(ctx.redis, user_id, conv.id), note.id, sent_at,
                                          ctx.settings.push_coalesce_s)
         _save_window(ctx.redis, user_id, conv.id, window)
         if action == policy.SEND_NOW:
-            _push_now(ctx, note, 1, enqueue, aud.devices[user_id])
+            note.push = policy.payload(note.kind, conv.id, 1, store.badge(user_id), note.title, note.body,
+                                       message_id=message.id)
+            writes.tasks.extend((taskqueue.PUSH_DELIVER, [note.id, d.id], None) for d in aud.devices[user_id])
             outcome[user_id] = "push"
         else:
             if action == policy.DEFER_SCHEDULE:
-                enqueue(taskqueue.PUSH_FLUSH, [user_id, conv.id], countdown=max(0.0, window.until - now))
+                writes.tasks.append((taskqueue.PUSH_FLUSH, [user_id, conv.id], max(0.0, window.until - now)))
             outcome[user_id] = "push_deferred"
+    if own_writes:
+        writes.commit(ctx, enqueue)
     return outcome
 
 
@@ -217,13 +261,16 @@ def conversation_activity(ctx: Context, conversation_id: str, sent_at: float | N
         else:
             since = (sent_at or ctx.clock()) - FIRST_SEEN_LOOKBACK_S
             query = query(created_at__gte=timeutil.utc_datetime(since))
-        done = 0
-        aud = None
+        done, last = 0, None
+        aud, writes = None, Writes()
         for message in query.order_by("seq").limit(BATCH):
             aud = aud or audience(ctx, conv)
-            on_message(ctx, conv, message, enqueue, aud)
-            ctx.redis.set(keys.notify_cursor(conversation_id), message.seq, ex=CURSOR_TTL_S)
+            on_message(ctx, conv, message, enqueue, aud, writes)
+            last = message.seq
             done += 1
+        writes.commit(ctx, enqueue)
+        if last is not None:
+            ctx.redis.set(keys.notify_cursor(conversation_id), last, ex=CURSOR_TTL_S)
         if done == BATCH:
             enqueue(taskqueue.PUSH_CONVERSATION_ACTIVITY, [conversation_id, None])
         return done
