@@ -12,6 +12,7 @@ TASK_MODULES = [
     "tasks.presence",
     "tasks.typing",
     "tasks.receipts",
+    "tasks.push",
 ]
 
 # The outbox relay has its own queue (and worker), so a Kafka outage that makes

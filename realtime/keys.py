@@ -127,3 +127,47 @@ READS_STATS = "rt:stats:reads"
 def reads_flushed(pair_member: str) -> str:
     """Set (with a TTL of RECEIPT_WINDOW_S) when a pair was last aggregated."""
     return f"rt:reads:flushed:{pair_member}"
+
+
+# --- Notifications and push (PROTOCOL §8) ------------------------------------------
+# Task queue of push work (routed in beat_schedule.TASK_ROUTES).
+PUSH_QUEUE = "push"
+
+
+def notify_cursor(conversation_id: str) -> str:
+    """Highest seq of the conversation whose notifications were decided."""
+    return f"rt:notify:cursor:{conversation_id}"
+
+
+def notify_queued(conversation_id: str) -> str:
+    """Set while a decision task for the conversation is queued and not started:
+    a burst of sends queues one task, not one per message."""
+    return f"rt:notify:queued:{conversation_id}"
+
+
+def notify_lock(conversation_id: str) -> str:
+    return f"rt:lock:notify:{conversation_id}"
+
+
+def push_window(user_id: str, conversation_id: str) -> str:
+    """Exists while a push for (user, conversation) went out less than PUSH_COALESCE_S ago."""
+    return f"rt:push:window:{user_id}:{conversation_id}"
+
+
+def push_pending(user_id: str, conversation_id: str) -> str:
+    """Hash of what arrived during the window: count and the newest notification."""
+    return f"rt:push:pending:{user_id}:{conversation_id}"
+
+
+def push_delivery(idempotency_key: str) -> str:
+    """State of one (push, device) delivery: 'inflight' (a lease) or 'sent'."""
+    return f"rt:push:delivery:{idempotency_key}"
+
+
+def fcm_access_token(project_id: str) -> str:
+    return f"rt:push:fcm-token:{project_id}"
+
+
+def push_clear_debounce(user_id: str, conversation_id: str) -> str:
+    """Set while a read of this conversation has already asked for a silent clear."""
+    return f"rt:push:clear:{len(user_id)}:{user_id}:{conversation_id}"

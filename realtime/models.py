@@ -8,6 +8,7 @@ from __future__ import annotations
 from mongoengine import (
     BooleanField,
     DateTimeField,
+    DictField,
     Document,
     EmbeddedDocument,
     EmbeddedDocumentField,
@@ -148,3 +149,71 @@ class Call(Document):
     ended_by = StringField(null=True)
     duration_s = IntField(default=0)
     meta = {"collection": "calls", "strict": False, "indexes": ["conversation_id"]}
+
+
+# --- Notifications (PROTOCOL §8) ------------------------------------------------------
+
+class PushDevice(Document):
+    """A device registered for push; `_id` is "<user_id>:<device_id>"."""
+
+    id = StringField(primary_key=True)
+    user_id = StringField(required=True)
+    device_id = StringField(required=True)
+    platform = StringField(required=True, choices=("webpush", "fcm", "apns"))
+    token = StringField(null=True)            # FCM / APNs device token
+    subscription = DictField(null=True)        # Web Push {endpoint, keys: {p256dh, auth}}
+    created_at = DateTimeField()
+    updated_at = DateTimeField()
+    meta = {"collection": "push_devices", "strict": False, "indexes": ["user_id"]}
+
+    @staticmethod
+    def key(user_id: str, device_id: str) -> str:
+        return f"{len(user_id)}:{user_id}:{device_id}"
+
+
+class NotificationSetting(Document):
+    """A user's default (conversation_id None) or per-conversation setting."""
+
+    id = StringField(primary_key=True)
+    user_id = StringField(required=True)
+    conversation_id = StringField(null=True)
+    level = StringField(choices=("all", "mentions", "none"), default="all")
+    muted_until = DateTimeField(null=True)
+    updated_at = DateTimeField()
+    meta = {"collection": "notification_settings", "strict": False, "indexes": ["user_id"]}
+
+    @staticmethod
+    def key(user_id: str, conversation_id: str | None) -> str:
+        return f"{len(user_id)}:{user_id}:{conversation_id or '*'}"
+
+
+class Notification(Document):
+    """One notification of one user; `_id` is the id on the wire.
+
+    `delivery` says how it reached the user (in_app or push). `push` holds the push
+    payload when one was sent for it (a coalesced push is stored on the newest
+    notification it covers); clears are stored with kind "clear" and never emitted.
+    """
+
+    id = StringField(primary_key=True)
+    user_id = StringField(required=True)
+    kind = StringField(required=True)  # message | mention | call_missed | clear
+    conversation_id = StringField(null=True)
+    title = StringField(default="")
+    body = StringField(default="")
+    data = DictField()
+    delivery = StringField(default="in_app")
+    push = DictField(null=True)
+    created_at = DateTimeField(required=True)
+    meta = {"collection": "notifications", "strict": False, "indexes": ["user_id"]}
+
+    def to_wire(self) -> dict:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "conversation_id": self.conversation_id,
+            "title": self.title,
+            "body": self.body,
+            "created_at": timeutil.iso(self.created_at),
+            "data": dict(self.data or {}),
+        }

@@ -133,6 +133,21 @@ class Settings:
     # Celery / Flower
     flower_basic_auth: str | None = None
 
+    # Push providers (PROTOCOL §8). Endpoints are base URLs so tests can point
+    # them at local servers.
+    webpush_vapid_private_key: str | None = None
+    webpush_vapid_public_key: str | None = None
+    webpush_vapid_subject: str = "mailto:push@example.invalid"
+    fcm_project_id: str | None = None
+    fcm_credentials_file: str | None = None
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    fcm_token_url: str = "https://oauth2.googleapis.com/token"
+    apns_key_file: str | None = None
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_topic: str | None = None
+    apns_endpoint: str = "https://api.push.apple.com"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
@@ -170,6 +185,18 @@ class Settings:
             cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS")),
             socketio_channel=env.get("EDGE_SOCKETIO_CHANNEL") or "socketio",
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
+            webpush_vapid_private_key=env.get("WEBPUSH_VAPID_PRIVATE_KEY") or None,
+            webpush_vapid_public_key=env.get("WEBPUSH_VAPID_PUBLIC_KEY") or None,
+            webpush_vapid_subject=env.get("WEBPUSH_VAPID_SUBJECT") or cls.webpush_vapid_subject,
+            fcm_project_id=env.get("FCM_PROJECT_ID") or None,
+            fcm_credentials_file=env.get("FCM_CREDENTIALS_FILE") or None,
+            fcm_endpoint=(env.get("FCM_ENDPOINT") or cls.fcm_endpoint).rstrip("/"),
+            fcm_token_url=env.get("FCM_TOKEN_URL") or cls.fcm_token_url,
+            apns_key_file=env.get("APNS_KEY_FILE") or None,
+            apns_key_id=env.get("APNS_KEY_ID") or None,
+            apns_team_id=env.get("APNS_TEAM_ID") or None,
+            apns_topic=env.get("APNS_TOPIC") or None,
+            apns_endpoint=(env.get("APNS_ENDPOINT") or cls.apns_endpoint).rstrip("/"),
         )
 
     def topic(self, name: str) -> str:

@@ -15,6 +15,26 @@ export PUSH_COALESCE_S="${PUSH_COALESCE_S:-1}"
 export CALL_RING_TIMEOUT_S="${CALL_RING_TIMEOUT_S:-3}"
 export CALL_RECONNECT_GRACE_S="${CALL_RECONNECT_GRACE_S:-2}"
 
+# Push providers: FCM and APNs point at local stand-ins the tests serve on fixed ports
+# (devtools/push_servers.py), with credentials generated once into var/push-test/.
+# Web Push needs nothing here: a subscription names its own endpoint.
+PUSH_TEST="$ROOT/var/push-test"
+if [ ! -s "$PUSH_TEST/fcm-service-account.json" ] || [ ! -s "$PUSH_TEST/apns-key.p8" ]; then
+  mkdir -p "$PUSH_TEST"
+  "$PY" -c 'import sys; from devtools import push_servers as p
+p.make_fcm_credentials(sys.argv[1] + "/fcm-service-account.json", "rt-test", "http://127.0.0.1:18441/token")
+p.make_apns_key(sys.argv[1] + "/apns-key.p8")' "$PUSH_TEST"
+fi
+export FCM_PROJECT_ID="${FCM_PROJECT_ID:-rt-test}"
+export FCM_CREDENTIALS_FILE="${FCM_CREDENTIALS_FILE:-$PUSH_TEST/fcm-service-account.json}"
+export FCM_ENDPOINT="${FCM_ENDPOINT:-http://127.0.0.1:18441}"
+export FCM_TOKEN_URL="${FCM_TOKEN_URL:-http://127.0.0.1:18441/token}"
+export APNS_KEY_FILE="${APNS_KEY_FILE:-$PUSH_TEST/apns-key.p8}"
+export APNS_KEY_ID="${APNS_KEY_ID:-TESTKEY001}"
+export APNS_TEAM_ID="${APNS_TEAM_ID:-TESTTEAM01}"
+export APNS_TOPIC="${APNS_TOPIC:-com.example.chat}"
+export APNS_ENDPOINT="${APNS_ENDPOINT:-http://127.0.0.1:18442}"
+
 bash "$ROOT/scripts/up.sh"
 
 # pytest runs with the stack's settings (var/stack.env) exported, like the apps.

@@ -3,6 +3,6 @@
 Authentication, size and rate limits are checked before a handler runs
 (`edge.dispatch`). Each module exposes `EVENTS`, a list of EventSpec.
 """
-from . import auth, calls, messages, presence, receipts, rooms, typing
+from . import auth, calls, messages, presence, push, receipts, rooms, typing
 
-MODULES = [auth, rooms, messages, presence, typing, receipts, calls]
+MODULES = [auth, rooms, messages, presence, typing, receipts, push, calls]

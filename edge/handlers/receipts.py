@@ -10,7 +10,7 @@ import logging
 import redis
 
 from realtime import validation
-from realtime.actions import conversations, receipts
+from realtime.actions import conversations, notifications, receipts
 from realtime.errors import ApiError
 
 from ..dispatch import EventSpec
@@ -25,7 +25,12 @@ def message_read(node, session, data: dict) -> dict:
     if conversation_id not in session.conversations:
         # A joined socket's membership was checked at join_room; others are checked here.
         conversations.load_for_member(conversation_id, session.user_id)
-    receipts.record_read(node.ctx, node.actor(session), conversation_id, seq, private)
+    actor = node.actor(session)
+    receipts.record_read(node.ctx, actor, conversation_id, seq, private)
+    try:
+        notifications.after_read(node.ctx, actor, conversation_id)
+    except Exception as exc:  # broker or Redis down: the read itself is recorded
+        log.warning("could not ask for a push clear after a read: %s", exc)
     return {}
 
 

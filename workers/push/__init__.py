@@ -1,0 +1,1 @@
+"""Push providers (Web Push, FCM HTTP v1, APNs) and the per-device delivery."""
