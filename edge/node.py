@@ -9,7 +9,7 @@ import engineio
 import redis
 import socketio
 
-from realtime import auth, connections, db, envelope, keys, timeutil
+from realtime import auth, connections, db, envelope, keys, pubsub, timeutil
 from realtime.actions.context import Actor, Context
 from realtime.errors import AUTH_REVOKED, ApiError
 from realtime.redis_client import make_redis
@@ -239,26 +239,8 @@ class EdgeNode:
 
     # --- revocation --------------------------------------------------------------------
     def _revocation_listener(self) -> None:
-        while True:
-            pubsub = None
-            try:
-                conn = make_redis(self.settings, socket_timeout=None)
-                pubsub = conn.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(keys.REVOCATION_CHANNEL)
-                for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self.revoke(str(message["data"]))
-            except redis.RedisError as exc:
-                log.warning("revocation listener lost Redis (%s); retrying", exc)
-            except Exception:
-                log.exception("revocation listener failed; retrying")
-            finally:
-                if pubsub is not None:
-                    try:
-                        pubsub.close()
-                    except Exception:
-                        pass
-            self.sio.sleep(REVOCATION_RETRY_S)
+        pubsub.listen_forever(self.settings, keys.REVOCATION_CHANNEL, lambda data: self.revoke(str(data)),
+                              self.sio.sleep, REVOCATION_RETRY_S)
 
     def revoke(self, auth_session_id: str) -> None:
         for sid in self.sessions.sids_of_auth_session(auth_session_id):

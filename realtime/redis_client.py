@@ -37,3 +37,15 @@ def make_redis(settings: Settings, **overrides) -> redis.Redis:
 @functools.lru_cache(maxsize=1)
 def get_redis() -> redis.Redis:
     return make_redis(get_settings())
+
+
+_scripts: dict[tuple[int, str], object] = {}
+
+
+def script(r: redis.Redis, source: str):
+    """A Lua script registered once per client (EVALSHA after the first call)."""
+    key = (id(r), source)
+    found = _scripts.get(key)
+    if found is None:
+        found = _scripts[key] = r.register_script(source)
+    return found

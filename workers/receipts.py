@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Callable
 
+from realtime.redis_client import script
 from realtime import keys, receipts_policy
 from realtime.actions import receipts
 from realtime.actions.context import Context
@@ -55,7 +56,7 @@ def _apply(ctx: Context, targets: dict[str, tuple[bytes | str, Target]],
     pipe.hincrby(keys.READS_STATS, "batches", 1)
     pipe.hincrby(keys.READS_STATS, "read_receipts", sum(1 for _, t in items if t.public_advanced))
     pipe.execute()
-    receipts.script(ctx.redis, receipts._DONE)(keys=[keys.READS_FLUSHING], args=done_args)
+    script(ctx.redis, receipts._DONE)(keys=[keys.READS_FLUSHING], args=done_args)
 
 
 def flush(ctx: Context, *, batch_size: int = BATCH_SIZE,
@@ -120,7 +121,7 @@ def _aggregate(ctx: Context, members: list[str], pending_raw: dict, fail_at) -> 
         stage_args += [member, pending_raw[member], raw_target]
 
     # 4. stage (pending -> flushing), atomically
-    receipts.script(r, receipts._STAGE)(keys=[keys.READS_PENDING, keys.READS_FLUSHING], args=stage_args)
+    script(r, receipts._STAGE)(keys=[keys.READS_PENDING, keys.READS_FLUSHING], args=stage_args)
     if fail_at:
         fail_at("after_stage")
 

@@ -15,11 +15,10 @@ import logging
 import orjson
 import redis
 
-from realtime import connections, keys, validation
+from realtime import connections, keys, pubsub, validation
 from realtime.actions import presence
 from realtime.errors import CONFLICT, ApiError, invalid
 from realtime.presence import policy
-from realtime.redis_client import make_redis
 
 from ..dispatch import EventSpec
 
@@ -119,26 +118,8 @@ class NodePresence:
         self.connected_users.update(s.user_id for s in sessions)
 
     def announce_listener(self) -> None:
-        while True:
-            pubsub = None
-            try:
-                conn = make_redis(self.node.settings, socket_timeout=None)
-                pubsub = conn.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(keys.PRESENCE_ANNOUNCE_CHANNEL)
-                for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self.deliver(orjson.loads(message["data"]))
-            except redis.RedisError as exc:
-                log.warning("presence listener lost Redis (%s); retrying", exc)
-            except Exception:
-                log.exception("presence listener failed; retrying")
-            finally:
-                if pubsub is not None:
-                    try:
-                        pubsub.close()
-                    except Exception:
-                        pass
-            self.node.sio.sleep(LISTEN_RETRY_S)
+        pubsub.listen_forever(self.node.settings, keys.PRESENCE_ANNOUNCE_CHANNEL,
+                              lambda data: self.deliver(orjson.loads(data)), self.node.sio.sleep, LISTEN_RETRY_S)
 
     def deliver(self, payloads: list[dict]) -> None:
         sio = self.node.sio

@@ -10,12 +10,11 @@ queues deliveries under the same idempotency keys.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timezone
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import orjson
 import pymongo.errors
@@ -223,20 +222,10 @@ def on_message(ctx: Context, conv: Conversation, message: Message,
     return outcome
 
 
-@contextlib.contextmanager
-def _conversation_lock(ctx: Context, conversation_id: str) -> Iterator[None]:
+def _conversation_lock(ctx: Context, conversation_id: str):
     """Wait (briefly) for the conversation's notify lock; TimeoutError if it stays busy."""
-    lock = ctx.redis.lock(keys.notify_lock(conversation_id), timeout=NOTIFY_LOCK_TTL_S,
-                          blocking_timeout=NOTIFY_LOCK_WAIT_S)
-    if not lock.acquire():
-        raise TimeoutError(f"notify lock of {conversation_id} busy")
-    try:
-        yield
-    finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            pass  # expired meanwhile
+    return locks.waiting(ctx.redis, keys.notify_lock(conversation_id), NOTIFY_LOCK_TTL_S, NOTIFY_LOCK_WAIT_S,
+                         busy=lambda: TimeoutError(f"notify lock of {conversation_id} busy"), sleep_s=0.1)
 
 
 def conversation_activity(ctx: Context, conversation_id: str, sent_at: float | None = None,

@@ -17,6 +17,7 @@ import redis
 from pymongo.errors import DuplicateKeyError
 
 from .. import envelope, keys, outbox, receipts_policy, timeutil
+from ..redis_client import script
 from ..db import DB_DOWN_ERRORS, unavailable
 from ..models import Conversation, ReadState
 from ..receipts_policy import PendingRead, StoredRead, Target
@@ -57,16 +58,6 @@ for i = 1, #ARGV, 2 do
 end
 return 1
 """
-
-_scripts: dict[tuple[int, str], object] = {}
-
-
-def script(r: redis.Redis, source: str):
-    key = (id(r), source)
-    found = _scripts.get(key)
-    if found is None:
-        found = _scripts[key] = r.register_script(source)
-    return found
 
 
 # --- edge side ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import logging
 import redis
 
 from .. import connections, keys, typing_policy
+from ..redis_client import script
 from .context import Actor, Context
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,6 @@ end
 return {0, current}
 """
 
-_scripts: dict[tuple[int, str], object] = {}
-
-
-def _script(r: redis.Redis, source: str):
-    key = (id(r), source)
-    script = _scripts.get(key)
-    if script is None:
-        script = _scripts[key] = r.register_script(source)
-    return script
-
 
 def _float(value) -> float | None:
     return None if value is None or value is False else float(value)
@@ -74,7 +65,7 @@ def start(ctx: Context, actor: Actor, conversation_id: str) -> tuple[bool, float
     now = ctx.clock()
     member = keys.pair(conversation_id, actor.user_id)
     new_deadline = typing_policy.deadline(now, ctx.settings)
-    previous = _float(_script(ctx.redis, _SET_DEADLINE)(keys=[keys.TYPING_DEADLINES],
+    previous = _float(script(ctx.redis, _SET_DEADLINE)(keys=[keys.TYPING_DEADLINES],
                                                         args=[member, repr(new_deadline)]))
     transition = typing_policy.on_start(previous, now, ctx.settings)
     if transition.announce is not None:
@@ -85,7 +76,7 @@ def start(ctx: Context, actor: Actor, conversation_id: str) -> tuple[bool, float
 def stop(ctx: Context, user_id: str, conversation_id: str) -> bool:
     """typing_stop, message_send, last socket gone. Returns whether a stop was announced."""
     member = keys.pair(conversation_id, user_id)
-    previous = _float(_script(ctx.redis, _REMOVE)(keys=[keys.TYPING_DEADLINES], args=[member]))
+    previous = _float(script(ctx.redis, _REMOVE)(keys=[keys.TYPING_DEADLINES], args=[member]))
     transition = typing_policy.on_stop(previous)
     if transition.announce is not None:
         _announce(ctx, conversation_id, user_id, transition.announce)
@@ -102,7 +93,7 @@ def expire(ctx: Context, conversation_id: str, user_id: str,
     """
     now = ctx.clock() if now is None else now
     member = keys.pair(conversation_id, user_id)
-    removed, current = _script(ctx.redis, _EXPIRE)(keys=[keys.TYPING_DEADLINES], args=[member, repr(now)])
+    removed, current = script(ctx.redis, _EXPIRE)(keys=[keys.TYPING_DEADLINES], args=[member, repr(now)])
     # The script applies typing_policy.on_deadline atomically (re-check, then remove).
     transition = typing_policy.on_deadline(_float(current), now) if removed else \
         typing_policy.Transition(_float(current), None)

@@ -9,13 +9,10 @@ MongoDB only keeps the record.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import orjson
 import redis
 
-from .. import keys
+from .. import keys, locks
 from ..errors import UNAVAILABLE, ApiError
 from .machine import CallState, Party
 
@@ -42,19 +39,9 @@ return 0
 """
 
 
-@contextlib.contextmanager
-def transition_lock(r: redis.Redis, conversation_id: str) -> Iterator[None]:
-    lock = r.lock(keys.call_lock(conversation_id), timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S,
-                  sleep=0.01)
-    if not lock.acquire():
-        raise ApiError(UNAVAILABLE, "call is busy with another change; retry")
-    try:
-        yield
-    finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            pass  # expired meanwhile
+def transition_lock(r: redis.Redis, conversation_id: str):
+    return locks.waiting(r, keys.call_lock(conversation_id), LOCK_TTL_S, LOCK_WAIT_S,
+                         busy=lambda: ApiError(UNAVAILABLE, "call is busy with another change; retry"))
 
 
 def load(r: redis.Redis, call_id: str) -> CallState | None:
