@@ -77,6 +77,8 @@ def presence(user_id: str) -> str:
 # zset user_id -> when to look at the user's presence again (epoch s); a user
 # being settled carries a lease score in the future (realtime.presence.store).
 PRESENCE_DUE = "rt:presence:due"
+# hash user_id -> lease end (epoch s) of the settler working on the user now.
+PRESENCE_LEASES = "rt:presence:leases"
 # pub/sub channel: one message per batch of announcements, a JSON list of
 # user_presence payloads; every edge node delivers them to its local subscribers.
 PRESENCE_ANNOUNCE_CHANNEL = "rt:presence:announce"

@@ -126,7 +126,7 @@ def settle_due(ctx: Context, *, limit: int = SETTLE_BATCH) -> int:
     now = ctx.clock()
     lease_until = now + store.CLAIM_LEASE_S
     user_ids = [store._str(u) for u in store.scripts(r).claim(
-        keys=[keys.PRESENCE_DUE], args=[repr(now), repr(lease_until), limit])]
+        keys=[keys.PRESENCE_DUE, keys.PRESENCE_LEASES], args=[repr(now), repr(lease_until), limit])]
     if not user_ids:
         return 0
     states = store.load_states(r, user_ids)
@@ -143,8 +143,8 @@ def settle_due(ctx: Context, *, limit: int = SETTLE_BATCH) -> int:
             announced.append(payload)
             events.append(_event(ctx, user_id, payload, now))
         recheck = "" if decision.recheck_at is None else repr(decision.recheck_at)
-        store.scripts(r).release(keys=[keys.PRESENCE_DUE], args=[user_id, repr(lease_until), recheck],
-                                 client=pipe)
+        store.scripts(r).release(keys=[keys.PRESENCE_DUE, keys.PRESENCE_LEASES],
+                                 args=[user_id, repr(lease_until), recheck], client=pipe)
     # Write what was announced first, then the outbox, then tell the subscribers.
     pipe.execute()
     if announced:

@@ -22,18 +22,31 @@ from .policy import ONLINE, PresenceState, Shown
 # A claimed user's due score is moved this far ahead while it is being settled.
 CLAIM_LEASE_S = 10.0
 
-# KEYS[1] due zset; ARGV: now, lease_until, limit. Returns the claimed user ids.
+# KEYS[1] due zset, KEYS[2] leases hash; ARGV: now, lease_until, limit.
+# Returns the claimed user ids. A user whose lease is still running is skipped
+# even when a newer nomination made it due again: its settler is not done, and
+# a second settler reading the same announced state would announce twice.
 _CLAIM = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
-return ids
+local claimed = {}
+for _, id in ipairs(ids) do
+  local lease = redis.call('HGET', KEYS[2], id)
+  if not lease or tonumber(lease) <= tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('HSET', KEYS[2], id, ARGV[2])
+    claimed[#claimed + 1] = id
+  end
+end
+return claimed
 """
 
-# KEYS[1] due zset; ARGV: user_id, lease_until, recheck_at ('' for none).
+# KEYS[1] due zset, KEYS[2] leases hash; ARGV: user_id, lease_until, recheck_at ('' for none).
+# Ends the lease.
 # If nobody nominated the user while it was settled (score still the lease),
 # replace the lease by the recheck time (or drop it); otherwise a newer
 # nomination is there and stays, moved earlier to the recheck if that is sooner.
 _RELEASE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) == tonumber(ARGV[2]) then
   if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1])

@@ -97,3 +97,23 @@ def test_a_live_node_is_never_settled():
     assert len(connections.of_node(ctx.redis, live)) == 1
     ctx.redis.zrem(keys.NODES_HEARTBEAT, live)
     ctx.redis.delete(connections.node_key(live))
+
+
+def test_a_user_being_settled_is_not_claimed_by_a_second_settler():
+    """A nomination while one settler holds a user must wait for its release: two
+    settlers reading the same announced state would announce the change twice."""
+    from realtime.presence import store
+    r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
+    user = unique("leased")
+    now = time.time()
+    scripts = store.scripts(r)
+    store.nominate(r, user, now - 1)
+    lease = repr(now + store.CLAIM_LEASE_S)
+    claim = dict(keys=[keys.PRESENCE_DUE, keys.PRESENCE_LEASES], args=[repr(now), lease, 100000])
+    assert user in scripts.claim(**claim)
+    store.nominate(r, user, now)           # a socket event on another node meanwhile
+    assert user not in scripts.claim(**claim)
+    scripts.release(keys=[keys.PRESENCE_DUE, keys.PRESENCE_LEASES], args=[user, lease, ""])
+    assert user in scripts.claim(**dict(claim, args=[repr(now), repr(now + 20), 100000]))
+    r.zrem(keys.PRESENCE_DUE, user)
+    r.hdel(keys.PRESENCE_LEASES, user)
