@@ -133,6 +133,11 @@ class Settings:
     # Celery / Flower
     flower_basic_auth: str | None = None
 
+    # Edge fast path (edge/fastpath.py): a broadcast's WebSocket frame is built once
+    # and written straight to each recipient's socket. "auto" = on where it is
+    # proven (eventlet), off elsewhere; "on" / "off" force it.
+    edge_fast_broadcast: str = "auto"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
@@ -170,7 +175,17 @@ class Settings:
             cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS")),
             socketio_channel=env.get("EDGE_SOCKETIO_CHANNEL") or "socketio",
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
+            edge_fast_broadcast=(env.get("EDGE_FAST_BROADCAST") or "auto").strip().lower(),
         )
+
+    @property
+    def fast_broadcast_enabled(self) -> bool:
+        mode = self.edge_fast_broadcast
+        if mode in {"1", "on", "true", "yes"}:
+            return self.edge_async_mode == "eventlet"  # the only mode it is built for
+        if mode in {"0", "off", "false", "no"}:
+            return False
+        return self.edge_async_mode == "eventlet"
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for a short name such as 'messages'."""
