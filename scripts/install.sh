@@ -64,12 +64,14 @@ install_apt() {
   if [ "$rc" != 0 ]; then tail -n 30 "$VAR/install/apt.log" >&2; die "apt-get failed"; fi
 }
 
-# ---------------------------------------------------------------- JS test deps
+# ---------------------------------------------------------------- JS deps
+# tests/js: the official socket.io-client for the JS client tests.
+# bench/node: the Node.js Socket.IO reference server and the load generator (make bench).
 install_npm() {
-  local dir=tests/js
+  local dir="${1:-tests/js}" stamp="${2:-npm}"
   [ -f "$dir/package.json" ] || return 0
   local want; want="$(sha "$dir/package.json" "$dir/package-lock.json")"
-  if [ -d "$dir/node_modules" ] && stamp_ok npm "$want"; then return 0; fi
+  if [ -d "$dir/node_modules" ] && stamp_ok "$stamp" "$want"; then return 0; fi
   log "npm packages for $dir"
   if [ -f "$dir/package-lock.json" ]; then
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
@@ -77,7 +79,11 @@ install_npm() {
     npm install --prefix "$dir" --no-audit --no-fund --loglevel=error
   fi
   # `npm install` may have written a lock file: hash again.
-  sha "$dir/package.json" "$dir/package-lock.json" >"$STAMPS/npm"
+  sha "$dir/package.json" "$dir/package-lock.json" >"$STAMPS/$stamp"
+}
+install_bench_npm() {
+  command -v npm >/dev/null || { log "npm not found: skipping bench/node (make bench needs it)"; return 0; }
+  install_npm bench/node npm-bench
 }
 
 # ---------------------------------------------------------------- Kafka jars
@@ -118,6 +124,7 @@ plan_services
 timed install_venv
 timed install_apt
 timed install_npm
+timed install_bench_npm
 if [ "$ALL" = 1 ] || [ "$PLAN_kafka" = managed ]; then timed install_kafka
 else log "Kafka: using the one at $HOST_kafka:$PORT_kafka, nothing to install"; fi
 if [ "$ALL" = 1 ] || [ "$PLAN_ferretdb" = managed ]; then timed install_ferretdb
