@@ -42,6 +42,10 @@ NODE_PREFIX = "bench-node"
 PORTS = {"edge": (5101, 5102, 5103), "edge-stock": (5111, 5112, 5113), "node": (5201, 5202, 5203)}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# Connections opened at once by the generator. The edge's Redis client pool holds 100
+# connections (redis-py's default) and every connect/disconnect handler uses Redis, so
+# 100 concurrent connects can exhaust it ("Too many connections"): stay below.
+CONNECT_CONCURRENCY = 50
 
 
 def log(msg: str) -> None:
@@ -200,7 +204,7 @@ def clients(users: Users, servers: ServerSet, indices, join: dict[int, list[str]
 def w1_idle(servers: ServerSet, users: Users, n: int) -> dict:
     rss0 = sum(servers.rss()[:2])
     gen = LoadGen({"mode": "idle", "clients": clients(users, servers, range(n)),
-                   "connect_concurrency": 100}, f"w1-{servers.kind}-{n}")
+                   "connect_concurrency": CONNECT_CONCURRENCY}, f"w1-{servers.kind}-{n}")
     try:
         connected = gen.next(timeout=600)
         time.sleep(3)
@@ -268,7 +272,7 @@ def run_publish(servers: ServerSet, spec_clients: list[dict], targets: list[str]
     for the edge, @socket.io/redis-emitter for Node. One connection setup, then each
     phase (label, rate/s, seconds) in turn. Server CPU is net of each process's idle
     CPU measured just before the phase."""
-    spec = {"mode": "listen", "listen_event": "message_new", "clients": spec_clients, "connect_concurrency": 100}
+    spec = {"mode": "listen", "listen_event": "message_new", "clients": spec_clients, "connect_concurrency": CONNECT_CONCURRENCY}
     gen = LoadGen(spec, tag)
     results = {}
     try:
@@ -283,8 +287,8 @@ def run_publish(servers: ServerSet, spec_clients: list[dict], targets: list[str]
             c0, t0 = servers.cpu(), time.monotonic()
             published = publish(servers, targets_file, rate, duration_s)
             expected = published["sent"] * per_target
-            # drain: until the servers are idle again for 2 s (at most 30 s)
-            prev, still, deadline = None, 0, time.monotonic() + 30
+            # drain: until the servers are idle again for 2 s (at most 25 s)
+            prev, still, deadline = None, 0, time.monotonic() + 25
             while time.monotonic() < deadline:
                 time.sleep(0.25)
                 cur = servers.cpu()
@@ -330,7 +334,7 @@ def w2_e2e(servers: ServerSet, users: Users, members: int, rate: float, duration
     phases = [{"label": f"message_send {rate:g}/s", "duration_s": duration_s, "drain_s": 15,
                "senders": [{"client": i, "conversation_id": conv, "rate": rate / n} for i in range(n)]}]
     spec = {"mode": "room", "clients": clients(users, servers, range(members), join),
-            "connect_concurrency": 100, "body_bytes": 100, "phases": phases}
+            "connect_concurrency": CONNECT_CONCURRENCY, "body_bytes": 100, "phases": phases}
     return run_room(servers, spec, f"w2e2e-{servers.kind}-{members}")
 
 
@@ -341,7 +345,7 @@ def w2_big_room(servers: ServerSet, users: Users, members: int, flat_rate: float
     conv = conversations(users, [list(range(members))])[0]
     room = keys.conversation_room(conv) if servers.kind.startswith("edge") else f"conv:{conv}"
     cl = clients(users, servers, range(members), {i: [conv] for i in range(members)})
-    phases = [("10/s", 10, duration_s), ("50/s", 50, duration_s), ("flat out", flat_rate, min(duration_s, 4))]
+    phases = [("10/s", 10, duration_s), ("50/s", 50, duration_s), ("flat out", flat_rate, min(duration_s, 3))]
     return run_publish(servers, cl, [room], members, phases, f"w2-{servers.kind}-{members}")
 
 
@@ -394,6 +398,7 @@ def main() -> None:
     ap.add_argument("--w2", default="1000,5000", help="W2 room sizes")
     ap.add_argument("--w2-flat-rate", type=float, default=300,
                     help="W2 flat out: broadcasts/s offered to a 1,000-member room (scaled by 1000/members)")
+    ap.add_argument("--stock-w2", default="1000", help="W2 room sizes for edge-stock")
     ap.add_argument("--w2e2e-members", type=int, default=1000)
     ap.add_argument("--w3-clients", type=int, default=5000)
     ap.add_argument("--w3-every", type=float, default=5.0)
@@ -435,15 +440,16 @@ def main() -> None:
         if "W1" in todo:
             res["W1"] = [step(f"W1 {n}", lambda s, n=n: w1_idle(s, users, n)) for n in map(int, args.w1.split(","))]
         if "W2" in todo:
+            sizes = args.stock_w2 if kind == "edge-stock" else args.w2
             res["W2"] = {str(m): step(f"W2 {m}", lambda s, m=m: w2_big_room(
-                s, users, m, args.w2_flat_rate * 1000 / m, 4 if args.quick else 8)) for m in map(int, args.w2.split(","))}
+                s, users, m, args.w2_flat_rate * 1000 / m, 4 if args.quick else 6)) for m in map(int, sizes.split(","))}
         if "W2e2e" in todo:
             res["W2e2e"] = step("W2 e2e", lambda s: w2_e2e(s, users, args.w2e2e_members, 10, 5 if args.quick else 10))
         if "W3" in todo:
             res["W3"] = step("W3", lambda s: w3_small_rooms(s, users, args.w3_clients, 5, args.w3_every,
-                                                          10 if args.quick else 15))
+                                                          10))
         if "W4" in todo:
-            res["W4"] = step("W4", lambda s: w4_targeted(s, users, args.w4_users, args.w4_rate, 5 if args.quick else 10))
+            res["W4"] = step("W4", lambda s: w4_targeted(s, users, args.w4_users, args.w4_rate, 5 if args.quick else 8))
         json_path = out_dir / "results.json"
         json_path.write_text(json.dumps(results, indent=2))
     if "W5" in only:
