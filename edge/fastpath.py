@@ -21,10 +21,13 @@ anything else, and everything after it goes through the queue until it drains.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import struct
+import time
 
 from engineio import packet as eio_packet
+from engineio import socket as engineio_socket
 from socketio import packet as sio_packet
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,62 @@ def _adopt(eio_socket, ws) -> None:
     ws.send = send  # the writer greenthread calls ws.send(pkt.encode())
     ws._fast_raw = raw
     eio_socket._fast_ws = ws
+
+
+# --------------------------------------------------------------------- pings
+class PingWheel:
+    """One greenthread for the whole node sends the Engine.IO PINGs, instead of one
+    sleeping greenthread per socket (python-engineio's `_send_ping`): each greenthread
+    costs its own frame stack, a noticeable part of the memory per connection. Every
+    socket waits the same ping_interval, so due times come in schedule order and a deque
+    serves them in O(1)."""
+
+    TICK_S = 0.25
+
+    def __init__(self, server):
+        self.server = server
+        self.queue: collections.deque = collections.deque()
+        self.task = None
+
+    def schedule(self, eio_socket) -> None:
+        self.queue.append((time.monotonic() + self.server.ping_interval, eio_socket))
+        if self.task is None:
+            self.task = self.server.start_background_task(self._run)
+
+    def _run(self) -> None:
+        while True:
+            self.server.sleep(self.TICK_S)
+            try:
+                self.tick(time.monotonic())
+            except Exception:  # pragma: no cover - never let the loop die
+                log.exception("ping wheel tick failed")
+
+    def tick(self, now: float) -> None:
+        q = self.queue
+        while q and q[0][0] <= now:
+            _, s = q.popleft()
+            if not s.closing and not s.closed:
+                s.last_ping = time.time()
+                s.send(eio_packet.Packet(eio_packet.PING))
+
+
+def _schedule_ping(self):
+    wheel = getattr(self.server, "_ping_wheel", None)
+    if wheel is None:
+        return _stock_schedule_ping(self)
+    # same contract as python-engineio's: only after the previous ping was answered
+    if self.last_ping:
+        self.last_ping = None
+        wheel.schedule(self)
+
+
+_stock_schedule_ping = engineio_socket.Socket.schedule_ping
+
+
+def install_ping_wheel(eio_server) -> None:
+    eio_server._ping_wheel = PingWheel(eio_server)
+    if engineio_socket.Socket.schedule_ping is not _schedule_ping:
+        engineio_socket.Socket.schedule_ping = _schedule_ping
 
 
 # --------------------------------------------------------------------- manager side
@@ -181,4 +240,5 @@ class FastEmitMixin:
         self.fast_fallbacks += fallbacks
 
 
-__all__ = ["FastEmitMixin", "install_websocket_hook", "text_frame", "RawFrame", "RawFramePacket"]
+__all__ = ["FastEmitMixin", "install_websocket_hook", "install_ping_wheel", "PingWheel", "text_frame", "RawFrame",
+           "RawFramePacket"]

@@ -44,8 +44,9 @@ class _EngineIOServer(engineio.Server):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.fast_broadcast:
-            from .fastpath import install_websocket_hook
+            from .fastpath import install_ping_wheel, install_websocket_hook
             install_websocket_hook(self)
+            install_ping_wheel(self)
 
     def generate_id(self):
         return f"{self.node_id}.{super().generate_id()}"

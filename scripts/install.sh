@@ -101,7 +101,9 @@ install_kafka() {
 # ---------------------------------------------------------------- FerretDB binary
 install_ferretdb() {
   local bin="$VAR/bin/ferretdb"
-  if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$FERRETDB_VERSION"; then return 0; fi
+  # (not `--version | grep -q`: with pipefail, grep's early exit can SIGPIPE the binary
+  # and make an installed FerretDB look missing, which then needs the network to rebuild)
+  if [ -x "$bin" ] && grep -q "$FERRETDB_VERSION" <<<"$("$bin" --version 2>/dev/null)"; then return 0; fi
   log "FerretDB $FERRETDB_VERSION (go build; about 2 min the first time)"
   export GOTOOLCHAIN=local   # never fetch another Go toolchain
   local tmp dir
@@ -116,7 +118,7 @@ install_ferretdb() {
   (cd "$tmp/src" && go build -o "$bin.new" ./cmd/ferretdb)
   mv "$bin.new" "$bin"
   rm -rf "$tmp"
-  "$bin" --version | grep -q "$FERRETDB_VERSION" || die "built FerretDB does not report $FERRETDB_VERSION"
+  grep -q "$FERRETDB_VERSION" <<<"$("$bin" --version)" || die "built FerretDB does not report $FERRETDB_VERSION"
 }
 
 # ---------------------------------------------------------------- main

@@ -82,3 +82,30 @@ def test_slow_reader_gets_every_message_in_order(clients):
     raw.close()
     assert [m["seq"] for m in got] == list(range(total))
     assert all(m["body"] == f"{m['seq']}:{body}" for m in got)
+
+
+def test_ping_wheel_pings_due_sockets_in_order_and_skips_closed():
+    from types import SimpleNamespace
+
+    from edge.fastpath import PingWheel
+
+    sent = []
+
+    class Sock:
+        def __init__(self, name, closed=False):
+            self.name, self.closing, self.closed, self.last_ping = name, False, closed, None
+
+        def send(self, pkt):
+            sent.append((self.name, pkt.packet_type))
+
+    server = SimpleNamespace(ping_interval=25, start_background_task=lambda fn: object())
+    wheel = PingWheel(server)
+    a, b, gone = Sock("a"), Sock("b"), Sock("gone", closed=True)
+    for s in (a, gone, b):
+        wheel.schedule(s)
+    due = wheel.queue[0][0]
+    wheel.tick(due - 1)
+    assert sent == []
+    wheel.tick(due + 1)
+    assert sent == [("a", 2), ("b", 2)]  # Engine.IO PING, the closed socket skipped
+    assert a.last_ping and b.last_ping and not wheel.queue
