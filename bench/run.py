@@ -399,13 +399,14 @@ def main() -> None:
     ap.add_argument("--w2-flat-rate", type=float, default=300,
                     help="W2 flat out: broadcasts/s offered to a 1,000-member room (scaled by 1000/members)")
     ap.add_argument("--stock-w2", default="1000", help="W2 room sizes for edge-stock")
+    ap.add_argument("--stock-w1", default="1000", help="W1 connection counts for edge-stock")
     ap.add_argument("--w2e2e-members", type=int, default=1000)
     ap.add_argument("--w3-clients", type=int, default=5000)
     ap.add_argument("--w3-every", type=float, default=5.0)
     ap.add_argument("--w4-users", type=int, default=2000)
     ap.add_argument("--w4-rate", type=float, default=2000)
     ap.add_argument("--w5-events", type=int, default=20000)
-    ap.add_argument("--stock-only", default="W2,W4", help="workloads also run on edge-stock")
+    ap.add_argument("--stock-only", default="W1,W2,W4", help="workloads also run on edge-stock")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
@@ -438,7 +439,8 @@ def main() -> None:
                 servers.stop()
 
         if "W1" in todo:
-            res["W1"] = [step(f"W1 {n}", lambda s, n=n: w1_idle(s, users, n)) for n in map(int, args.w1.split(","))]
+            w1 = args.stock_w1 if kind == "edge-stock" else args.w1
+            res["W1"] = [step(f"W1 {n}", lambda s, n=n: w1_idle(s, users, n)) for n in map(int, w1.split(","))]
         if "W2" in todo:
             sizes = args.stock_w2 if kind == "edge-stock" else args.w2
             res["W2"] = {str(m): step(f"W2 {m}", lambda s, m=m: w2_big_room(
