@@ -77,7 +77,7 @@ def main() -> None:
     send_recv = [(received[k] - sent_at[k]) * 1000 for k in sent_at if k in received]
     ack_recv = [(received[k] - acked_at[k]) * 1000 for k in sent_at if k in received]
     result = {
-        "messages": total, "lost": len(lost), "seconds": round(elapsed, 2),
+        "messages": total, "lost": len(lost), "lost_ids": lost[:10], "seconds": round(elapsed, 2),
         "send_to_receive_ms": {"p50": round(pct(send_recv, 50), 2), "p99": round(pct(send_recv, 99), 2),
                                "max": round(max(send_recv), 2), "mean": round(statistics.mean(send_recv), 2)},
         "ack_to_receive_ms": {"p50": round(pct(ack_recv, 50), 2), "p99": round(pct(ack_recv, 99), 2),

@@ -51,3 +51,16 @@ class NodeRedisManager(socketio.RedisManager):
                     except Exception:
                         pass
         return None
+
+
+def make_manager(url: str, channel: str, *, fast_broadcast: bool, **kwargs) -> NodeRedisManager:
+    """The node's client manager; with `fast_broadcast` its local deliveries go
+    through edge.fastpath (one frame per broadcast, direct non-blocking writes)."""
+    if not fast_broadcast:
+        return NodeRedisManager(url, channel=channel, **kwargs)
+    from .fastpath import FastEmitMixin
+
+    class FastNodeRedisManager(FastEmitMixin, NodeRedisManager):
+        pass
+
+    return FastNodeRedisManager(url, channel=channel, **kwargs)

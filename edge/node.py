@@ -17,7 +17,7 @@ from realtime.settings import Settings
 
 from .deadlines import DeadlineLoop
 from .dispatch import Dispatcher
-from .fanout import NodeRedisManager
+from .fanout import make_manager
 from .sessions import SessionRegistry, SocketSession
 
 log = logging.getLogger(__name__)
@@ -39,23 +39,34 @@ class _EngineIOServer(engineio.Server):
     it, which long-polling needs."""
 
     node_id = ""
+    fast_broadcast = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.fast_broadcast:
+            from .fastpath import install_ping_wheel, install_websocket_hook
+            install_websocket_hook(self)
+            install_ping_wheel(self)
 
     def generate_id(self):
         return f"{self.node_id}.{super().generate_id()}"
 
 
 class _SocketIOServer(socketio.Server):
-    def __init__(self, node_id: str, **kwargs):
+    def __init__(self, node_id: str, fast_broadcast: bool = False, **kwargs):
         self._node_id = node_id
+        self._fast_broadcast = fast_broadcast
         super().__init__(**kwargs)
 
     def _engineio_server_class(self):
         node_id = self._node_id
+        fast = self._fast_broadcast
 
         class NodeEngineIOServer(_EngineIOServer):
             pass
 
         NodeEngineIOServer.node_id = node_id
+        NodeEngineIOServer.fast_broadcast = fast
         return NodeEngineIOServer
 
 
@@ -66,13 +77,15 @@ class EdgeNode:
         self.node_id = settings.edge_node_id
         self.redis = make_redis(settings)
         self.sessions = SessionRegistry()
-        manager = NodeRedisManager(settings.redis_url, channel=settings.socketio_channel,
-                                   redis_options={"socket_connect_timeout": 2})
+        manager = make_manager(settings.redis_url, settings.socketio_channel,
+                               fast_broadcast=settings.fast_broadcast_enabled,
+                               redis_options={"socket_connect_timeout": 2})
         cors: Any = list(settings.cors_allowed_origins) or None
         if cors == ["*"]:
             cors = "*"
         self.sio = _SocketIOServer(
             self.node_id,
+            fast_broadcast=settings.fast_broadcast_enabled,
             async_mode=settings.edge_async_mode,
             client_manager=manager,
             # Handlers of one socket run one after another, in the order sent

@@ -18,6 +18,9 @@ log = logging.getLogger("edge")
 
 # Seconds the readiness probe waits for Redis before answering 503.
 READYZ_REDIS_TIMEOUT_S = 1.0
+# Per-connection HTTP buffers of the eventlet server (its defaults: 8 KB read, 16 KB write).
+HTTP_READ_BUFFER = 2048
+HTTP_WRITE_BUFFER = 2048
 
 
 def build_app(node: EdgeNode):
@@ -86,10 +89,17 @@ def serve(node: EdgeNode, app) -> None:
         import eventlet
         import eventlet.wsgi
 
+        class EdgeHttpProtocol(eventlet.wsgi.HttpProtocol):
+            # eventlet allocates these buffers up front for every connection and keeps
+            # them for its life (24 KB); a WebSocket never uses them after the
+            # handshake, and polling requests/responses are small.
+            rbufsize = HTTP_READ_BUFFER
+            wbufsize = HTTP_WRITE_BUFFER
+
         listener = eventlet.listen((s.edge_host, s.edge_port), backlog=s.edge_listen_backlog)
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         eventlet.wsgi.server(listener, app, max_size=s.edge_max_connections, log_output=False,
-                             socket_timeout=None, keepalive=True)
+                             socket_timeout=None, keepalive=True, protocol=EdgeHttpProtocol)
 
 
 def main() -> None:

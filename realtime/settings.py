@@ -148,6 +148,11 @@ class Settings:
     apns_topic: str | None = None
     apns_endpoint: str = "https://api.push.apple.com"
 
+    # Edge fast path (edge/fastpath.py): a broadcast's WebSocket frame is built once
+    # and written straight to each recipient's socket. "auto" = on where it is
+    # proven (eventlet), off elsewhere; "on" / "off" force it.
+    edge_fast_broadcast: str = "auto"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
@@ -197,7 +202,17 @@ class Settings:
             apns_team_id=env.get("APNS_TEAM_ID") or None,
             apns_topic=env.get("APNS_TOPIC") or None,
             apns_endpoint=(env.get("APNS_ENDPOINT") or cls.apns_endpoint).rstrip("/"),
+            edge_fast_broadcast=(env.get("EDGE_FAST_BROADCAST") or "auto").strip().lower(),
         )
+
+    @property
+    def fast_broadcast_enabled(self) -> bool:
+        mode = self.edge_fast_broadcast
+        if mode in {"1", "on", "true", "yes"}:
+            return self.edge_async_mode == "eventlet"  # the only mode it is built for
+        if mode in {"0", "off", "false", "no"}:
+            return False
+        return self.edge_async_mode == "eventlet"
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for a short name such as 'messages'."""

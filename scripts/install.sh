@@ -76,12 +76,14 @@ install_chromium() {
   } >"$VAR/install/apt-chromium.log" 2>&1 || { tail -n 30 "$VAR/install/apt-chromium.log" >&2; die "apt-get chromium failed"; }
 }
 
-# ---------------------------------------------------------------- JS test deps
+# ---------------------------------------------------------------- JS deps
+# tests/js: the official socket.io-client for the JS client tests.
+# bench/node: the Node.js Socket.IO reference server and the load generator (make bench).
 install_npm() {
-  local dir=tests/js
+  local dir="${1:-tests/js}" stamp="${2:-npm}"
   [ -f "$dir/package.json" ] || return 0
   local want; want="$(sha "$dir/package.json" "$dir/package-lock.json")"
-  if [ -d "$dir/node_modules" ] && stamp_ok npm "$want"; then return 0; fi
+  if [ -d "$dir/node_modules" ] && stamp_ok "$stamp" "$want"; then return 0; fi
   log "npm packages for $dir"
   if [ -f "$dir/package-lock.json" ]; then
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
@@ -89,7 +91,11 @@ install_npm() {
     npm install --prefix "$dir" --no-audit --no-fund --loglevel=error
   fi
   # `npm install` may have written a lock file: hash again.
-  sha "$dir/package.json" "$dir/package-lock.json" >"$STAMPS/npm"
+  sha "$dir/package.json" "$dir/package-lock.json" >"$STAMPS/$stamp"
+}
+install_bench_npm() {
+  command -v npm >/dev/null || { log "npm not found: skipping bench/node (make bench needs it)"; return 0; }
+  install_npm bench/node npm-bench
 }
 
 # ---------------------------------------------------------------- Kafka jars
@@ -107,7 +113,9 @@ install_kafka() {
 # ---------------------------------------------------------------- FerretDB binary
 install_ferretdb() {
   local bin="$VAR/bin/ferretdb"
-  if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$FERRETDB_VERSION"; then return 0; fi
+  # (not `--version | grep -q`: with pipefail, grep's early exit can SIGPIPE the binary
+  # and make an installed FerretDB look missing, which then needs the network to rebuild)
+  if [ -x "$bin" ] && grep -q "$FERRETDB_VERSION" <<<"$("$bin" --version 2>/dev/null)"; then return 0; fi
   log "FerretDB $FERRETDB_VERSION (go build; about 2 min the first time)"
   export GOTOOLCHAIN=local   # never fetch another Go toolchain
   local tmp dir
@@ -122,7 +130,7 @@ install_ferretdb() {
   (cd "$tmp/src" && go build -o "$bin.new" ./cmd/ferretdb)
   mv "$bin.new" "$bin"
   rm -rf "$tmp"
-  "$bin" --version | grep -q "$FERRETDB_VERSION" || die "built FerretDB does not report $FERRETDB_VERSION"
+  grep -q "$FERRETDB_VERSION" <<<"$("$bin" --version)" || die "built FerretDB does not report $FERRETDB_VERSION"
 }
 
 # ---------------------------------------------------------------- main
@@ -131,6 +139,7 @@ timed install_venv
 timed install_apt
 timed install_npm
 timed install_chromium
+timed install_bench_npm
 if [ "$ALL" = 1 ] || [ "$PLAN_kafka" = managed ]; then timed install_kafka
 else log "Kafka: using the one at $HOST_kafka:$PORT_kafka, nothing to install"; fi
 if [ "$ALL" = 1 ] || [ "$PLAN_ferretdb" = managed ]; then timed install_ferretdb
