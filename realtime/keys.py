@@ -23,6 +23,11 @@ def revoked_session(session_id: str) -> str:
     return f"auth:revoked:{session_id}"
 
 
+def seq_lock(conversation_id: str) -> str:
+    """Senders of one conversation take turns assigning seq (realtime.actions.messages)."""
+    return f"rt:lock:seq:{conversation_id}"
+
+
 # --- Kafka outbox (durable buffer between the edge and Kafka) ------------------
 OUTBOX_STREAM = "rt:outbox"
 OUTBOX_GROUP = "kafka-relay"

@@ -13,7 +13,7 @@ import time
 
 from mongoengine.errors import NotUniqueError
 
-from .. import envelope, keys, outbox, timeutil
+from .. import envelope, keys, locks, outbox, timeutil
 from ..db import DB_DOWN_ERRORS, unavailable
 from ..errors import CONFLICT, FORBIDDEN, NOT_FOUND, UNAVAILABLE, ApiError
 from ..models import Message, MessageClaim
@@ -23,6 +23,9 @@ from .context import Actor, Context
 # Slots tried before giving up on one send. Each refusal means another message
 # won the slot, so reaching this needs sustained contention on one conversation.
 MAX_SEQ_ATTEMPTS = 50
+# The per-conversation send turn: held for one insert and one hint update.
+SEQ_LOCK_TTL_S = 5.0
+SEQ_LOCK_WAIT_S = 4.0
 # Consecutive slot refusals after which the last_seq hint is treated as stale.
 STALE_HINT_AFTER_CONFLICTS = 8
 SYNC_PAGE = 300
@@ -80,7 +83,7 @@ def _claim(actor: Actor, conversation_id: str, client_msg_id: str, now: float) -
 def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, body: str,
          reply_to: str | None) -> tuple[dict, bool]:
     """Store and announce a message. Returns (wire message, created_now)."""
-    conv = conversations.load_for_member(conversation_id, actor.user_id)
+    conversations.load_for_member(conversation_id, actor.user_id)
     now = ctx.clock()
     claim, fresh = _claim(actor, conversation_id, client_msg_id, now)
 
@@ -97,6 +100,18 @@ def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, b
         body=body, reply_to=reply_to, client_msg_id=client_msg_id,
         created_at=timeutil.utc_datetime(now), edited_at=None, deleted=False,
     )
+    # Senders of one conversation take turns (a short Redis lock): concurrent inserts
+    # racing for the same seq make the database retry conflicting writes (FerretDB on
+    # SQLite stalled for seconds). The unique index below stays the guarantee, also
+    # for writers that do not take this lock (the message service).
+    with locks.waiting(ctx.redis, keys.seq_lock(conversation_id), SEQ_LOCK_TTL_S, SEQ_LOCK_WAIT_S,
+                       busy=lambda: ApiError(UNAVAILABLE, "conversation too busy, retry"), sleep_s=0.005):
+        return _insert_and_announce(ctx, actor, message)
+
+
+def _insert_and_announce(ctx: Context, actor: Actor, message: Message) -> tuple[dict, bool]:
+    conversation_id = message.conversation_id
+    conv = conversations.load(conversation_id)  # the hint as of now, inside the turn
     seq = (conv.last_seq or 0) + 1
     for attempt in range(MAX_SEQ_ATTEMPTS):
         message.seq = seq
