@@ -18,6 +18,9 @@ export CALL_RECONNECT_GRACE_S="${CALL_RECONNECT_GRACE_S:-2}"
 # Push providers: FCM and APNs point at local stand-ins the tests serve on fixed ports
 # (devtools/push_servers.py), with credentials generated once into var/push-test/.
 # Web Push needs nothing here: a subscription names its own endpoint.
+# Installing first (idempotent; up.sh below finds it done): the credentials are made
+# with the venv's Python, which a fresh clone does not have yet.
+bash "$ROOT/scripts/install.sh"
 PUSH_TEST="$ROOT/var/push-test"
 if [ ! -s "$PUSH_TEST/fcm-service-account.json" ] || [ ! -s "$PUSH_TEST/apns-key.p8" ]; then
   mkdir -p "$PUSH_TEST"
