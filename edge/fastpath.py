@@ -4,106 +4,27 @@ Server-to-client WebSocket frames are not masked, so every recipient of one
 broadcast gets the very same bytes. Stock python-socketio/python-engineio encode
 the Socket.IO packet once but then, per recipient, queue the Engine.IO packet,
 wake that socket's writer greenthread, frame it in pure Python and `sendall` it.
-Here the frame is built once and written with one non-blocking `send()` per
-recipient.
+Here the frame is built once and handed to each recipient's WebSocketConnection
+(edge.wsconn), which writes it with one non-blocking `send()`, or keeps it in
+order behind what that client has not read yet.
 
-Order and the contract are kept by falling back to the stock per-socket queue
-whenever a direct write could overtake or interleave with anything:
-- the socket is not (yet) a websocket: polling, or mid-upgrade;
-- the socket is closing/closed, or a ping is outstanding (the stock send path
-  checks the ping timeout);
-- the socket's queue holds packets (acks, earlier emits), or its writer is in the
-  middle of a write (the WebSocket's send lock is held);
-- the packet has binary attachments or an ack callback (per-recipient packets).
-If the kernel takes only part of the frame (send buffer full: a slow reader), the
-rest is queued as a raw-bytes packet, so the writer finishes that frame before
-anything else, and everything after it goes through the queue until it drains.
+A recipient that is not on a websocket of its own (polling, mid-upgrade,
+closing) gets the stock per-socket path, as do packets with binary attachments
+or an ack callback (per-recipient packets).
 """
 from __future__ import annotations
 
 import collections
 import logging
-import struct
 import time
 
 from engineio import packet as eio_packet
 from engineio import socket as engineio_socket
 from socketio import packet as sio_packet
 
+from .wsconn import text_frame
+
 log = logging.getLogger(__name__)
-
-
-class RawFrame(bytes):
-    """Bytes of an already framed WebSocket message (or the tail of one)."""
-
-
-class RawFramePacket(eio_packet.Packet):
-    """Queued remainder of a frame whose start was written directly."""
-
-    def __init__(self, frame: bytes):
-        super().__init__(eio_packet.MESSAGE, data="")
-        self.frame = RawFrame(frame)
-
-    def encode(self, b64=False):
-        return self.frame
-
-
-def text_frame(payload: str) -> bytes:
-    """An unmasked, final WebSocket text frame (RFC 6455 §5.2)."""
-    data = payload.encode("utf-8")
-    n = len(data)
-    if n < 126:
-        header = struct.pack("!BB", 0x81, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + data
-
-
-# --------------------------------------------------------------------- transport side
-def install_websocket_hook(eio_server) -> None:
-    """Wrap the async driver's WebSocket factory so that each Engine.IO socket
-    knows its eventlet WebSocket while the websocket transport runs."""
-    async_ = dict(eio_server._async)  # the driver's dict is shared: copy it
-    original = async_.get("websocket")
-    if original is None:
-        return
-
-    def factory(handler, server):
-        eio_socket = getattr(handler, "__self__", None)
-        if eio_socket is None:
-            return original(handler, server)
-
-        def run(ws):
-            _adopt(eio_socket, ws)
-            try:
-                return handler(ws)
-            finally:
-                eio_socket._fast_ws = None
-
-        return original(run, server)
-
-    async_["websocket"] = factory
-    eio_server._async = async_
-
-
-def _adopt(eio_socket, ws) -> None:
-    sock = getattr(ws, "socket", None)
-    raw = getattr(sock, "fd", None)  # eventlet GreenSocket -> the real non-blocking socket
-    if raw is None or not hasattr(ws, "_send") or not hasattr(ws, "_sendlock"):
-        eio_socket._fast_ws = None
-        return
-    stock_send = ws.send
-
-    def send(message, **kw):
-        if type(message) is RawFrame:
-            return ws._send(message)
-        return stock_send(message, **kw)
-
-    ws.send = send  # the writer greenthread calls ws.send(pkt.encode())
-    ws._fast_raw = raw
-    eio_socket._fast_ws = ws
 
 
 # --------------------------------------------------------------------- pings
@@ -172,7 +93,6 @@ class FastEmitMixin:
     # counters, for the benchmark and for operators
     fast_writes = 0
     fast_fallbacks = 0
-    fast_partial = 0
 
     def _handle_emit(self, message):
         if (not self.fast_broadcast or message.get("binary")
@@ -214,31 +134,17 @@ class FastEmitMixin:
             s = sockets.get(eio_sid)
             if s is None:
                 continue
-            ws = s.__dict__.get("_fast_ws")
-            if (ws is None or not s.upgraded or s.upgrading or s.closing or s.closed
-                    or s.last_ping or ws._sendlock.locked() or s.queue.qsize()):
+            conn = s.__dict__.get("_conn")
+            if conn is None or not s.upgraded or s.closing or s.closed:
                 fallbacks += 1
                 s.send(eio_pkt)
                 continue
             if frame is None:
                 frame = text_frame(eio_pkt.encode())
-            try:
-                n = ws._fast_raw.send(frame)
-            except BlockingIOError:
-                n = 0
-            except OSError:
-                fallbacks += 1
-                s.send(eio_pkt)  # the stock path notices the broken socket
-                continue
+            conn.write(frame)
             writes += 1
-            if n < len(frame):
-                if not self.fast_partial:
-                    log.info("fast path: send buffer of %s full (slow reader); rest of the frame queued", eio_sid)
-                self.fast_partial += 1
-                s.queue.put(RawFramePacket(frame[n:]))
         self.fast_writes += writes
         self.fast_fallbacks += fallbacks
 
 
-__all__ = ["FastEmitMixin", "install_websocket_hook", "install_ping_wheel", "PingWheel", "text_frame", "RawFrame",
-           "RawFramePacket"]
+__all__ = ["FastEmitMixin", "install_ping_wheel", "PingWheel", "text_frame"]

@@ -40,12 +40,14 @@ class _EngineIOServer(engineio.Server):
 
     node_id = ""
     fast_broadcast = False
+    ws_max_buffered_bytes = 0
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.fast_broadcast:
-            from .fastpath import install_ping_wheel, install_websocket_hook
-            install_websocket_hook(self)
+            from . import wsconn
+            from .fastpath import install_ping_wheel
+            wsconn.install(self, self.ws_max_buffered_bytes)
             install_ping_wheel(self)
 
     def generate_id(self):
@@ -53,9 +55,11 @@ class _EngineIOServer(engineio.Server):
 
 
 class _SocketIOServer(socketio.Server):
-    def __init__(self, node_id: str, fast_broadcast: bool = False, **kwargs):
+    def __init__(self, node_id: str, fast_broadcast: bool = False, ws_max_buffered_bytes: int = 0,
+                 **kwargs):
         self._node_id = node_id
         self._fast_broadcast = fast_broadcast
+        self._ws_max_buffered_bytes = ws_max_buffered_bytes
         super().__init__(**kwargs)
 
     def _engineio_server_class(self):
@@ -67,6 +71,7 @@ class _SocketIOServer(socketio.Server):
 
         NodeEngineIOServer.node_id = node_id
         NodeEngineIOServer.fast_broadcast = fast
+        NodeEngineIOServer.ws_max_buffered_bytes = self._ws_max_buffered_bytes
         return NodeEngineIOServer
 
 
@@ -86,6 +91,7 @@ class EdgeNode:
         self.sio = _SocketIOServer(
             self.node_id,
             fast_broadcast=settings.fast_broadcast_enabled,
+            ws_max_buffered_bytes=settings.edge_ws_max_buffered_bytes,
             async_mode=settings.edge_async_mode,
             client_manager=manager,
             # Handlers of one socket run one after another, in the order sent

@@ -89,12 +89,28 @@ def serve(node: EdgeNode, app) -> None:
         import eventlet
         import eventlet.wsgi
 
+        from . import wsconn
+
         class EdgeHttpProtocol(eventlet.wsgi.HttpProtocol):
             # eventlet allocates these buffers up front for every connection and keeps
             # them for its life (24 KB); a WebSocket never uses them after the
             # handshake, and polling requests/responses are small.
             rbufsize = HTTP_READ_BUFFER
             wbufsize = HTTP_WRITE_BUFFER
+
+            def finish(self):
+                if not getattr(self, "environ", {}).get(wsconn.DETACHED):
+                    return super().finish()
+                # edge.wsconn owns a dup of this socket now: close eventlet's
+                # descriptor (its files first: they hold it open) without shutting
+                # the connection down, so that the server's own clean-up, which
+                # shuts down what it closes, finds it closed already.
+                for f in (self.wfile, self.rfile):
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+                self.connection.close()
 
         listener = eventlet.listen((s.edge_host, s.edge_port), backlog=s.edge_listen_backlog)
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

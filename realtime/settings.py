@@ -152,6 +152,10 @@ class Settings:
     # and written straight to each recipient's socket. "auto" = on where it is
     # proven (eventlet), off elsewhere; "on" / "off" force it.
     edge_fast_broadcast: str = "auto"
+    # With the fast path's websocket transport (edge/wsconn.py): a client that lets
+    # this many bytes of output pile up unread is disconnected (`transport error`)
+    # instead of growing the node's memory without bound.
+    edge_ws_max_buffered_bytes: int = 8 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -203,6 +207,7 @@ class Settings:
             apns_topic=env.get("APNS_TOPIC") or None,
             apns_endpoint=(env.get("APNS_ENDPOINT") or cls.apns_endpoint).rstrip("/"),
             edge_fast_broadcast=(env.get("EDGE_FAST_BROADCAST") or "auto").strip().lower(),
+            edge_ws_max_buffered_bytes=_int(env, "EDGE_WS_MAX_BUFFERED_BYTES", cls.edge_ws_max_buffered_bytes),
         )
 
     @property
