@@ -100,7 +100,7 @@ def notification_settings(node, session, data: dict) -> dict:
     if level is None and muted_until is None and not clear_mute:
         raise invalid("level or muted_until is required")
     if conversation_id is not None:
-        conversations.load_for_member(conversation_id, session.user_id)
+        conversations.check_member(conversation_id, session.user_id)
     settings = notifications.set_preference(node.ctx, session.user_id, conversation_id, level,
                                             muted_until, clear_mute)
     return {"settings": settings}

@@ -24,7 +24,7 @@ def message_read(node, session, data: dict) -> dict:
     private = validation.boolean(data, "private")
     if conversation_id not in session.conversations:
         # A joined socket's membership was checked at join_room; others are checked here.
-        conversations.load_for_member(conversation_id, session.user_id)
+        conversations.check_member(conversation_id, session.user_id)
     actor = node.actor(session)
     receipts.record_read(node.ctx, actor, conversation_id, seq, private)
     try:

@@ -10,7 +10,7 @@ from ..dispatch import EventSpec
 
 def join_room(node, session, data: dict) -> dict:
     conversation_id = validation.identifier(data, "conversation_id")
-    conv = conversations.load_for_member(conversation_id, session.user_id)
+    conv = conversations.check_member(conversation_id, session.user_id)
     if (conversation_id not in session.conversations
             and len(session.conversations) >= node.settings.max_rooms_per_socket):
         raise ApiError(CONFLICT, f"at most {node.settings.max_rooms_per_socket} joined rooms per socket")

@@ -8,9 +8,9 @@ from ..errors import FORBIDDEN, NOT_FOUND, ApiError
 from ..models import Conversation, Message
 
 
-def load(conversation_id: str) -> Conversation:
+def load(conversation_id: str, fields: tuple[str, ...] = ("kind", "members", "last_seq")) -> Conversation:
     try:
-        conv = Conversation.objects(id=conversation_id).only("kind", "members", "last_seq").first()
+        conv = Conversation.objects(id=conversation_id).only(*fields).first()
     except DB_DOWN_ERRORS as exc:
         raise unavailable(exc) from exc
     if conv is None:
@@ -22,6 +22,21 @@ def load_for_member(conversation_id: str, user_id: str) -> Conversation:
     conv = load(conversation_id)
     if user_id not in (conv.members or []):
         raise ApiError(FORBIDDEN, "not a member of this conversation")
+    return conv
+
+
+def check_member(conversation_id: str, user_id: str) -> Conversation:
+    """The conversation's kind and last_seq hint, when `user_id` is a member; without
+    fetching the member list, which in a big group is most of the document (and most
+    of the time of a join or a send)."""
+    try:
+        conv = Conversation.objects(id=conversation_id, members=user_id).only("kind", "last_seq").first()
+        if conv is None and Conversation.objects(id=conversation_id).only("id").first() is not None:
+            raise ApiError(FORBIDDEN, "not a member of this conversation")
+    except DB_DOWN_ERRORS as exc:
+        raise unavailable(exc) from exc
+    if conv is None:
+        raise ApiError(NOT_FOUND, "conversation not found")
     return conv
 
 

@@ -83,7 +83,7 @@ def _claim(actor: Actor, conversation_id: str, client_msg_id: str, now: float) -
 def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, body: str,
          reply_to: str | None) -> tuple[dict, bool]:
     """Store and announce a message. Returns (wire message, created_now)."""
-    conversations.load_for_member(conversation_id, actor.user_id)
+    conversations.check_member(conversation_id, actor.user_id)
     now = ctx.clock()
     claim, fresh = _claim(actor, conversation_id, client_msg_id, now)
 
@@ -111,7 +111,7 @@ def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, b
 
 def _insert_and_announce(ctx: Context, actor: Actor, message: Message) -> tuple[dict, bool]:
     conversation_id = message.conversation_id
-    conv = conversations.load(conversation_id)  # the hint as of now, inside the turn
+    conv = conversations.load(conversation_id, ("last_seq",))  # the hint as of now, inside the turn
     seq = (conv.last_seq or 0) + 1
     for attempt in range(MAX_SEQ_ATTEMPTS):
         message.seq = seq
@@ -234,7 +234,7 @@ def sync(user_id: str, positions: dict[str, int]) -> dict:
 
 
 def history(user_id: str, conversation_id: str, before_seq: int | None, limit: int) -> list[dict]:
-    conversations.load_for_member(conversation_id, user_id)
+    conversations.check_member(conversation_id, user_id)
     query = {"conversation_id": conversation_id}
     if before_seq is not None:
         query["seq__lt"] = before_seq
