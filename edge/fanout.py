@@ -26,6 +26,17 @@ class NodeRedisManager(socketio.RedisManager):
         super().__init__(url, channel=channel, **kwargs)
         self._publisher: redis.Redis | None = None
 
+    def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None, to=None, **kwargs):
+        room = to or room
+        # A socket's own room (its sid) lives on one node. When that node is this one,
+        # deliver here: a publish would cost a Redis round trip, and every other node
+        # would decode it for nothing (e.g. `authenticated` after each connect).
+        if (not kwargs.get("ignore_queue") and isinstance(room, str)
+                and room in self.rooms.get(namespace or "/", {}).get(None, ())):
+            kwargs["ignore_queue"] = True
+        return super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                            callback=callback, **kwargs)
+
     def _publisher_client(self) -> redis.Redis:
         if self._publisher is None:
             # A blocking pool: in a connect storm hundreds of greenthreads publish at
