@@ -154,7 +154,7 @@ def _in_hub() -> bool:
 class WebSocketConnection:
     __slots__ = ("sock", "fd", "eio", "state", "hub", "reader", "writer", "rbuf", "out", "out_bytes",
                  "frag", "frag_op", "frag_bytes", "inbox", "draining", "closed", "closing", "lost",
-                 "max_message", "max_buffered", "close_timer")
+                 "max_message", "max_buffered", "close_timer", "pending", "flusher")
 
     def __init__(self, sock, eio_socket, *, max_message: int, max_buffered: int):
         self.sock = sock
@@ -178,6 +178,8 @@ class WebSocketConnection:
         self.max_message = max_message
         self.max_buffered = max_buffered
         self.close_timer = None
+        self.pending: list | None = None
+        self.flusher = _flusher()
 
     # ---- lifecycle
     def start_reading(self) -> None:
@@ -195,6 +197,7 @@ class WebSocketConnection:
             return
         self.closing = True
         self.stop_reading()
+        self._flush_pending()
         if self.out and not self.lost:
             self.close_timer = self.hub.schedule_call_global(CLOSE_FLUSH_S, self._shutdown)
             return
@@ -244,8 +247,24 @@ class WebSocketConnection:
 
     # ---- writing
     def write(self, data: bytes) -> None:
+        """Queue a frame for this pass of the hub. Frames written to one connection
+        before the hub runs again (the broadcasts of one burst of pub/sub messages,
+        an ack and the events after it) leave in one send()."""
         if self.closed or self.lost:
             return
+        if self.out:  # the kernel has not taken earlier bytes yet: keep order
+            self._backlog(data)
+        elif self.pending is None:
+            self.pending = [data]
+            self.flusher.mark(self)
+        else:
+            self.pending.append(data)
+
+    def _flush_pending(self) -> None:
+        frames, self.pending = self.pending, None
+        if not frames or self.closed or self.lost:
+            return
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         if self.out:
             self._backlog(data)
             return
@@ -464,6 +483,43 @@ class WebSocketConnection:
 
 def _noop(*_args) -> None:
     pass
+
+
+class _Flusher:
+    """Sends the frames connections were given during one pass of the hub: a timer
+    of zero seconds runs once the greenthread that wrote yields (e.g. the pub/sub
+    listener, after every message it had already read)."""
+
+    def __init__(self, hub):
+        self.hub = hub
+        self.dirty: list[WebSocketConnection] = []
+        self.scheduled = False
+
+    def mark(self, conn: WebSocketConnection) -> None:
+        self.dirty.append(conn)
+        if not self.scheduled:
+            self.scheduled = True
+            self.hub.schedule_call_global(0, self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            try:
+                conn._flush_pending()
+            except Exception:  # one broken connection must not keep the others waiting
+                log.exception("%s: flush failed", conn.eio.sid)
+
+
+_flushers: dict[int, _Flusher] = {}
+
+
+def _flusher() -> _Flusher:
+    hub = hubs.get_hub()
+    found = _flushers.get(id(hub))
+    if found is None:
+        found = _flushers[id(hub)] = _Flusher(hub)
+    return found
 
 
 # --------------------------------------------------------------------- the upgrade
