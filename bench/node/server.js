@@ -107,13 +107,10 @@ async function main() {
   });
 
   async function member(conversationId, userId) {
-    // like the edge (realtime.actions.conversations.check_member): the member list
-    // stays in the database
-    const conv = await conversations.findOne({ _id: conversationId, members: userId }, { projection: { last_seq: 1 } });
-    if (conv) return conv;
-    if (await conversations.findOne({ _id: conversationId }, { projection: { _id: 1 } }))
-      throw err("forbidden", "not a member of this conversation");
-    throw err("not_found", "conversation not found");
+    const conv = await conversations.findOne({ _id: conversationId }, { projection: { members: 1, last_seq: 1 } });
+    if (!conv) throw err("not_found", "conversation not found");
+    if (!(conv.members || []).includes(userId)) throw err("forbidden", "not a member of this conversation");
+    return conv;
   }
 
   const handlers = {
