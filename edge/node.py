@@ -18,6 +18,7 @@ from realtime.settings import Settings
 from .deadlines import DeadlineLoop
 from .dispatch import Dispatcher
 from .fanout import make_manager
+from .registry import RegistryWriter
 from .sessions import SessionRegistry, SocketSession
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class EdgeNode:
             logger=False,
             engineio_logger=False,
         )
+        self.registry = RegistryWriter(self.redis, spawn=self.sio.start_background_task,
+                                       make_event=self.sio.eio.create_event)
         self.ctx = Context(settings=settings, redis=self.redis, emit=self._emit,
                            source=envelope.source_id("edge", self.node_id), clock=clock)
         self.deadlines = DeadlineLoop(clock=clock, sleep=self.sio.sleep)
@@ -146,7 +149,7 @@ class EdgeNode:
 
     def save_connection(self, session: SocketSession) -> None:
         """Publish where this socket is and which conversations it joined."""
-        connections.save(self.redis, connections.Connection(
+        self.registry.save(connections.Connection(
             sid=session.sid, user_id=session.user_id, device_id=session.device_id, node_id=self.node_id,
             connected_at=session.connected_at, conversations=sorted(session.conversations)))
 
@@ -181,7 +184,7 @@ class EdgeNode:
             return
         if session.authenticated:
             try:
-                connections.remove(self.redis, sid, session.user_id, self.node_id)
+                self.registry.remove(sid, session.user_id, self.node_id)
             except redis.RedisError as exc:
                 # Left for the node sweep, which settles entries of sockets gone.
                 log.warning("could not unregister %s: %s", sid, exc)
