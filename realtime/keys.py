@@ -28,6 +28,12 @@ def seq_lock(conversation_id: str) -> str:
     return f"rt:lock:seq:{conversation_id}"
 
 
+def seq_hint(conversation_id: str) -> str:
+    """The last seq this layer assigned in a conversation (a hint: the unique index on
+    (conversation_id, seq) is the guarantee)."""
+    return f"rt:seq:{conversation_id}"
+
+
 # --- Kafka outbox (durable buffer between the edge and Kafka) ------------------
 OUTBOX_STREAM = "rt:outbox"
 OUTBOX_GROUP = "kafka-relay"

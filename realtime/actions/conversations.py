@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
 from mongoengine.errors import MongoEngineException
 
+from .. import keys
 from ..db import DB_DOWN_ERRORS, unavailable
-from ..errors import FORBIDDEN, NOT_FOUND, ApiError
+from ..errors import FORBIDDEN, NOT_FOUND, UNAVAILABLE, ApiError
 from ..models import Conversation, Message
 
 
@@ -71,6 +73,19 @@ def stored_last_seq(conversation_id: str) -> int:
     except DB_DOWN_ERRORS as exc:
         raise unavailable(exc) from exc
     return top.seq if top else 0
+
+
+def last_seq_hint(r: redis.Redis, conversation_id: str) -> int:
+    """The last seq this layer assigned in the conversation (Redis, set by each send),
+    else the conversation's last_seq (MongoDB). A hint: the unique index on
+    (conversation_id, seq) is the guarantee."""
+    try:
+        raw = r.get(keys.seq_hint(conversation_id))
+    except redis.RedisError as exc:
+        raise ApiError(UNAVAILABLE, "service unavailable") from exc
+    if raw is not None:
+        return int(raw)
+    return load(conversation_id, ("last_seq",)).last_seq or 0
 
 
 def advance_last_seq(conversation_id: str, seq: int) -> None:

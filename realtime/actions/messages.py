@@ -11,6 +11,8 @@ from __future__ import annotations
 import secrets
 import time
 
+import redis
+
 from mongoengine.errors import NotUniqueError
 
 from .. import envelope, keys, locks, outbox, timeutil
@@ -28,6 +30,9 @@ SEQ_LOCK_TTL_S = 5.0
 SEQ_LOCK_WAIT_S = 4.0
 # Consecutive slot refusals after which the last_seq hint is treated as stale.
 STALE_HINT_AFTER_CONFLICTS = 8
+# Seconds the Redis seq hint lives after a conversation's last send here; a quiet
+# conversation's next send reads last_seq from MongoDB instead.
+SEQ_HINT_TTL_S = 24 * 3600
 SYNC_PAGE = 300
 SYNC_MAX_CONVERSATIONS = 500
 HISTORY_DEFAULT_LIMIT = 50
@@ -104,15 +109,23 @@ def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, b
     # racing for the same seq make the database retry conflicting writes (FerretDB on
     # SQLite stalled for seconds). The unique index below stays the guarantee, also
     # for writers that do not take this lock (the message service).
+    # The turn covers the seq's choice and the insert only (a Redis read, one insert, a
+    # Redis write): the conversation's last_seq, the outbox and the emit follow outside
+    # it. The contract orders one sender's messages (their sends are handled one after
+    # another), not different senders' deliveries.
     with locks.waiting(ctx.redis, keys.seq_lock(conversation_id), SEQ_LOCK_TTL_S, SEQ_LOCK_WAIT_S,
-                       busy=lambda: ApiError(UNAVAILABLE, "conversation too busy, retry"), sleep_s=0.005):
-        return _insert_and_announce(ctx, actor, message)
+                       busy=lambda: ApiError(UNAVAILABLE, "conversation too busy, retry"), sleep_s=0.002):
+        concurrent = _insert_with_next_seq(ctx, message)
+    if concurrent is not None:
+        return concurrent.to_wire(), False
+    return _announce(ctx, actor, message), True
 
 
-def _insert_and_announce(ctx: Context, actor: Actor, message: Message) -> tuple[dict, bool]:
+def _insert_with_next_seq(ctx: Context, message: Message) -> Message | None:
+    """Insert `message` at the next free seq. Returns the stored message instead when a
+    concurrent retry of this very send was stored first."""
     conversation_id = message.conversation_id
-    conv = conversations.load(conversation_id, ("last_seq",))  # the hint as of now, inside the turn
-    seq = (conv.last_seq or 0) + 1
+    seq = conversations.last_seq_hint(ctx.redis, conversation_id) + 1
     for attempt in range(MAX_SEQ_ATTEMPTS):
         message.seq = seq
         try:
@@ -121,7 +134,7 @@ def _insert_and_announce(ctx: Context, actor: Actor, message: Message) -> tuple[
         except NotUniqueError:
             concurrent = _find(message.id)
             if concurrent is not None:  # a concurrent retry of this very send won
-                return concurrent.to_wire(), False
+                return concurrent
             # The slot is taken, usually by a concurrent sender: walk up one slot.
             # After several refusals in a row the hint is probably far behind (a
             # failed hint update, or messages the message service wrote), so ask
@@ -134,13 +147,22 @@ def _insert_and_announce(ctx: Context, actor: Actor, message: Message) -> tuple[
             raise unavailable(exc) from exc
     else:
         raise ApiError(UNAVAILABLE, "conversation too busy, retry")
-    conversations.advance_last_seq(conversation_id, message.seq)
+    try:
+        ctx.redis.set(keys.seq_hint(conversation_id), message.seq, ex=SEQ_HINT_TTL_S)
+    except redis.RedisError:
+        pass  # the next sender reads MongoDB's last_seq, and the unique index walks on
+    return None
 
+
+def _announce(ctx: Context, actor: Actor, message: Message) -> dict:
+    conversation_id = message.conversation_id
+    # Before the emit: whoever gets the message and reads it finds last_seq there.
+    conversations.advance_last_seq(conversation_id, message.seq)
     wire = message.to_wire()
     outbox.append(ctx.redis, _created_event(ctx, message))
     ctx.emit("message_new", {"message": wire}, room=keys.conversation_room(conversation_id),
              skip_sid=actor.sid)
-    return wire, True
+    return wire
 
 
 def _load_own(actor: Actor, message_id: str) -> Message:

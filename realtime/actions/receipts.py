@@ -77,8 +77,8 @@ def record_own_send(ctx: Context, user_id: str, conversation_id: str) -> None:
     by _id (a message of someone else stored in the same milliseconds counts as
     read too), where finding the sender's newest message would scan `messages`.
     """
-    conv = conversations.load(conversation_id, ("last_seq",))
-    record_read(ctx, Actor(user_id=user_id), conversation_id, conv.last_seq or 0, private=True)
+    last_seq = conversations.last_seq_hint(ctx.redis, conversation_id)
+    record_read(ctx, Actor(user_id=user_id), conversation_id, last_seq, private=True)
 
 
 # --- stored state ------------------------------------------------------------------------
