@@ -140,9 +140,12 @@ class EdgeNode:
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.25, self.settings.presence_node_timeout_s / HEARTBEATS_PER_NODE_TIMEOUT)
+        # A connection of its own: in a storm of thousands of disconnects the shared pool
+        # runs dry, and a missed beat gets a live node settled as dead by the sweep.
+        beat_redis = make_redis(self.settings, max_connections=1)
         while True:
             try:
-                connections.heartbeat(self.redis, self.node_id, self.clock())
+                connections.heartbeat(beat_redis, self.node_id, self.clock())
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
             self.sio.sleep(interval)
