@@ -73,9 +73,10 @@ def record_own_send(ctx: Context, user_id: str, conversation_id: str) -> None:
     """A sent message counts as read by its sender (own messages are never unread):
     a private read up to the conversation's last seq, just advanced by the send.
 
-    The edge's send hook does not get the message's seq; last_seq is a point read
-    by _id (a message of someone else stored in the same milliseconds counts as
-    read too), where finding the sender's newest message would scan `messages`.
+    The edge's send hook does not get the message's seq; the conversation's last seq
+    comes from the Redis seq hint the send just set (a message of someone else stored
+    meanwhile counts as read too), where finding the sender's newest message would
+    scan `messages`.
     """
     last_seq = conversations.last_seq_hint(ctx.redis, conversation_id)
     record_read(ctx, Actor(user_id=user_id), conversation_id, last_seq, private=True)
