@@ -105,15 +105,19 @@ def test_a_user_being_settled_is_not_claimed_by_a_second_settler():
     from realtime.presence import store
     r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
     user = unique("leased")
+    # Keys of this test's own: the stack's settlers claim whatever is due in the
+    # real due set, and could take the user between the nomination and the claim.
+    due, leases = unique("test:presence:due"), unique("test:presence:leases")
     now = time.time()
     scripts = store.scripts(r)
-    store.nominate(r, user, now - 1)
+    r.zadd(due, {user: now - 1}, lt=True)
     lease = repr(now + store.CLAIM_LEASE_S)
-    claim = dict(keys=[keys.PRESENCE_DUE, keys.PRESENCE_LEASES], args=[repr(now), lease, 100000])
-    assert user in scripts.claim(**claim)
-    store.nominate(r, user, now)           # a socket event on another node meanwhile
-    assert user not in scripts.claim(**claim)
-    scripts.release(keys=[keys.PRESENCE_DUE, keys.PRESENCE_LEASES], args=[user, lease, ""])
-    assert user in scripts.claim(**dict(claim, args=[repr(now), repr(now + 20), 100000]))
-    r.zrem(keys.PRESENCE_DUE, user)
-    r.hdel(keys.PRESENCE_LEASES, user)
+    claim = dict(keys=[due, leases], args=[repr(now), lease, 100000])
+    try:
+        assert scripts.claim(**claim) == [user]
+        r.zadd(due, {user: now}, lt=True)      # a socket event on another node meanwhile
+        assert scripts.claim(**claim) == []
+        scripts.release(keys=[due, leases], args=[user, lease, ""])
+        assert scripts.claim(**dict(claim, args=[repr(now), repr(now + 20), 100000])) == [user]
+    finally:
+        r.delete(due, leases)
