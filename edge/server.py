@@ -11,7 +11,7 @@ import socketio
 
 from realtime.settings import SettingsError, get_settings
 
-from . import handlers
+from . import gcpolicy, handlers
 from .node import EdgeNode
 
 log = logging.getLogger("edge")
@@ -131,4 +131,5 @@ def main() -> None:
     log.info("edge node %s listening on %s:%d (%s)", node.node_id, node.settings.edge_host,
              node.settings.edge_port, node.settings.edge_async_mode)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    gcpolicy.apply(node.settings)   # last: what is alive now lives as long as the process
     serve(node, app)

@@ -156,6 +156,11 @@ class Settings:
     # this many bytes of output pile up unread is disconnected (`transport error`)
     # instead of growing the node's memory without bound.
     edge_ws_max_buffered_bytes: int = 8 * 1024 * 1024
+    # CPython's garbage collector in an edge process (edge/gcpolicy.py): the young
+    # generation's threshold (0 keeps Python's 700) and whether the objects alive at
+    # start are frozen out of every later collection.
+    edge_gc_young_threshold: int = 10_000
+    edge_gc_freeze: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -208,6 +213,8 @@ class Settings:
             apns_endpoint=(env.get("APNS_ENDPOINT") or cls.apns_endpoint).rstrip("/"),
             edge_fast_broadcast=(env.get("EDGE_FAST_BROADCAST") or "auto").strip().lower(),
             edge_ws_max_buffered_bytes=_int(env, "EDGE_WS_MAX_BUFFERED_BYTES", cls.edge_ws_max_buffered_bytes),
+            edge_gc_young_threshold=_int(env, "EDGE_GC_YOUNG_THRESHOLD", cls.edge_gc_young_threshold),
+            edge_gc_freeze=_flag(env.get("EDGE_GC_FREEZE", "1")),
         )
 
     @property

@@ -1,0 +1,60 @@
+"""edge.gcpolicy: the collector settings an edge process applies at start."""
+import gc
+import logging
+import time
+
+import pytest
+
+from edge import gcpolicy
+from realtime.settings import Settings
+
+
+@pytest.fixture
+def restored_gc():
+    """Leave the test process's collector as it was."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+    if gcpolicy._log_slow_collections in gc.callbacks:
+        gc.callbacks.remove(gcpolicy._log_slow_collections)
+
+
+def test_defaults_raise_the_young_threshold_and_freeze_what_is_alive(restored_gc):
+    _, middle, old = gc.get_threshold()
+    settings = Settings.from_env({})
+    assert settings.edge_gc_young_threshold == 10_000 and settings.edge_gc_freeze
+
+    frozen = gcpolicy.apply(settings)
+
+    assert gc.get_threshold() == (10_000, middle, old)
+    assert frozen == gc.get_freeze_count() > 1000   # at least the imported modules
+    assert gc.get_count()[0] < 100                  # nothing left young to walk
+
+
+def test_both_can_be_turned_off(restored_gc):
+    gc.set_threshold(700, 10, 10)
+    frozen = gcpolicy.apply(Settings.from_env({"EDGE_GC_YOUNG_THRESHOLD": "0", "EDGE_GC_FREEZE": "0"}))
+    assert frozen == 0 and gc.get_freeze_count() == 0
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_applying_twice_installs_one_slow_collection_logger(restored_gc):
+    settings = Settings.from_env({"EDGE_GC_FREEZE": "0"})
+    gcpolicy.apply(settings)
+    gcpolicy.apply(settings)
+    assert gc.callbacks.count(gcpolicy._log_slow_collections) == 1
+
+
+def test_a_long_collection_is_logged_and_a_short_one_is_not(caplog):
+    caplog.set_level(logging.WARNING, logger="edge.gcpolicy")
+    info = {"generation": 2, "collected": 7}
+    gcpolicy._log_slow_collections("start", info)
+    gcpolicy._log_slow_collections("stop", info)
+    assert caplog.records == []
+
+    gcpolicy._log_slow_collections("start", info)
+    gcpolicy._started_at = time.perf_counter() - (gcpolicy.SLOW_COLLECTION_MS + 50) / 1000
+    gcpolicy._log_slow_collections("stop", info)
+    [record] = caplog.records
+    assert "generation 2" in record.getMessage() and "7 objects freed" in record.getMessage()
