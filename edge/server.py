@@ -11,7 +11,7 @@ import socketio
 
 from realtime.settings import SettingsError, get_settings
 
-from . import gcpolicy, handlers
+from . import gcpolicy, handlers, http1
 from .node import EdgeNode
 
 log = logging.getLogger("edge")
@@ -91,7 +91,7 @@ def serve(node: EdgeNode, app) -> None:
 
         from . import wsconn
 
-        class EdgeHttpProtocol(eventlet.wsgi.HttpProtocol):
+        class EdgeHttpProtocol(http1.FastRequestParsing, eventlet.wsgi.HttpProtocol):
             # eventlet allocates these buffers up front for every connection and keeps
             # them for its life (24 KB); a WebSocket never uses them after the
             # handshake, and polling requests/responses are small.

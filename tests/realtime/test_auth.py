@@ -126,6 +126,12 @@ def test_audience_and_issuer_checked_when_configured():
     assert code_of(no_aud, ASYM) == "auth_invalid"
 
 
-@pytest.mark.parametrize("bad", [None, "", 42, "not.a.jwt", "x" * 9000])
+@pytest.mark.parametrize("bad", [
+    None, "", 42, "not.a.jwt", "x" * 9000, "nodots",
+    "W10.e30.sig",                    # header is a JSON array
+    "eyJhbGciOiJIUzI1NiJ9",           # a header and nothing else
+    "!!!.e30.sig",                    # header not base64url
+    "eyJhbGciOiJIUzI1NiJ9.e30.",      # HS256 header, no signature
+])
 def test_malformed_tokens_are_invalid(bad):
     assert code_of(bad, HS) == "auth_invalid"
