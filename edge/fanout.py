@@ -21,7 +21,55 @@ PUBLISH_TIMEOUT_S = 3.0
 PUBLISHER_MAX_CONNECTIONS = 256
 
 
-class NodeRedisManager(socketio.RedisManager):
+class RoomIndexMixin:
+    """The rooms of each socket, so that a disconnect costs that socket's rooms.
+
+    python-socketio finds a leaving socket's rooms by copying the namespace's room
+    table and testing every room for the sid (`basic_disconnect`, `get_rooms`). On
+    an edge every socket has at least two rooms of its own (its sid, its `user:`
+    room), so that is O(sockets) per disconnect and O(sockets²) when a node's
+    sockets leave together: 8.5 % of a node's CPU over a 10,000-connection bench
+    run, growing with the square of the node's size. The index follows every
+    change of the room table, which python-socketio only makes through
+    basic_enter_room / basic_leave_room.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rooms_of: dict[str, dict[str, set]] = {}   # namespace -> sid -> rooms
+
+    def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self.rooms_of.setdefault(namespace, {}).setdefault(sid, set()).add(room)
+
+    def basic_leave_room(self, sid, namespace, room):
+        super().basic_leave_room(sid, namespace, room)
+        of_namespace = self.rooms_of.get(namespace)
+        rooms = of_namespace.get(sid) if of_namespace is not None else None
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del of_namespace[sid]
+                if not of_namespace:
+                    del self.rooms_of[namespace]
+
+    def basic_disconnect(self, sid, namespace, **kwargs):
+        for room in list(self.rooms_of.get(namespace, {}).get(sid, ())):
+            self.basic_leave_room(sid, namespace, room)
+        # What python-socketio's own basic_disconnect does after leaving the rooms.
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            sids = pending.get(namespace)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
+
+    def get_rooms(self, sid, namespace):
+        return [room for room in self.rooms_of.get(namespace, {}).get(sid, ()) if room is not None]
+
+
+class NodeRedisManager(RoomIndexMixin, socketio.RedisManager):
     def __init__(self, url: str, channel: str, **kwargs):
         super().__init__(url, channel=channel, **kwargs)
         self._publisher: redis.Redis | None = None
