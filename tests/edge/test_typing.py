@@ -8,6 +8,11 @@ from tests import support
 from tests.support import unique
 
 EXPIRY = support.SETTINGS.typing_expiry_s
+# PROTOCOL §6: after a node death the stop comes within TYPING_EXPIRY_S + about 1 s
+# (the beat sweep's tick). The sweep runs on a worker that a loaded machine delays;
+# allow for that as tests/edge/test_calls.py does for its beat timers.
+SWEEP_TICK_S = 1.0
+TIMER_SLACK_S = 4.0
 
 
 def typing_events(client, conv, user=None):
@@ -49,10 +54,12 @@ def test_refresh_sends_no_duplicate_and_keeps_typing(clients, nodes):
     alice, bob, conv, a, b = pair_in_room(clients, nodes)
     a.call("typing_start", {"conversation_id": conv})
     b.wait_for("user_typing")
-    # Refresh every half expiry for longer than one expiry: still one event.
+    # Refresh every quarter expiry for longer than one expiry: still one event. (Every
+    # half expiry left only EXPIRY/2 for the refresh's round trip on a loaded machine;
+    # a refresh that lands after the deadline rightly ends typing.)
     started = time.monotonic()
     while time.monotonic() - started < EXPIRY * 1.5:
-        time.sleep(EXPIRY / 2)
+        time.sleep(EXPIRY / 4)
         assert a.call("typing_start", {"conversation_id": conv})["ok"]
     assert [e["typing"] for e in typing_events(b, conv)] == [True]
     a.call("typing_stop", {"conversation_id": conv})
@@ -142,7 +149,8 @@ def test_typing_of_a_dead_node_ends_by_the_sweep(clients):
         t0 = time.monotonic()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        b.wait_for("user_typing", lambda e: e["typing"] is False, timeout=EXPIRY + 4)
-        assert time.monotonic() - t0 <= EXPIRY + 3
+        bound = EXPIRY + SWEEP_TICK_S + TIMER_SLACK_S
+        b.wait_for("user_typing", lambda e: e["typing"] is False, timeout=bound + 1)
+        assert time.monotonic() - t0 <= bound
     finally:
         support.stop_process(proc)

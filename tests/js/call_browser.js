@@ -35,6 +35,9 @@ async function peer({ role, edge, token, conversationId }) {
   const note = (text) => { log.push(text); console.log(`${role}: ${text}`); };
   note(`start ${typeof io}`);
   const socket = io(edge, { transports: ["websocket"], auth: { token }, reconnection: false });
+  // The callee listens for the call before any await: an event that arrives while
+  // this page is still authenticating or setting up media would otherwise be dropped.
+  const incomingCall = role === "callee" ? new Promise((resolve) => socket.on("call_incoming", resolve)) : null;
   const me = await new Promise((resolve, reject) => {
     socket.on("authenticated", resolve);
     socket.on("connect_error", (err) => reject(new Error(`connect_error ${err.message}`)));
@@ -106,7 +109,12 @@ async function peer({ role, edge, token, conversationId }) {
       e.channel.onmessage = (m) => { e.channel.send(`pong to "${m.data}"`); resolve(m.data); };
     };
   });
-  const incoming = await new Promise((resolve) => socket.on("call_incoming", resolve));
+  // Authenticated (so in the user's room on the server: call_incoming reaches this
+  // socket) and ready to answer at once (the ring timeout is short in tests):
+  // main() starts the caller only now.
+  window.__calleeReady = true;
+  note("ready");
+  const incoming = await incomingCall;
   note(`incoming ${incoming.call_id}`);
   callId = incoming.call_id;
   await pc.setRemoteDescription(incoming.sdp);
@@ -147,6 +155,12 @@ async function main() {
       out.loaded = (out.loaded || 0) + 1;
     }
     const callee = pageB.evaluate(peer, { role: "callee", edge: edgeB, token: tokenCallee, conversationId });
+    // call_incoming goes to the callee's connected sockets only: call once the callee
+    // is authenticated and listening (a callee that fails first ends the wait too).
+    await Promise.race([
+      pageB.waitForFunction(() => window.__calleeReady === true, null, { timeout: 30000 }),
+      callee.then((r) => { throw new Error(`callee finished before it was ready: ${JSON.stringify(r)}`); }),
+    ]);
     const caller = pageA.evaluate(peer, { role: "caller", edge: edgeA, token: tokenCaller, conversationId });
     out.caller = await caller;
     out.hangup = await pageA.evaluate(() => window.__call.socket.emitWithAck("call_end", { call_id: window.__call.callId }));

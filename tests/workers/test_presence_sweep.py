@@ -24,6 +24,7 @@ def presence_events(user_id: str, want: int, timeout: float) -> list[dict]:
                              group_id=None, consumer_timeout_ms=1000, request_timeout_ms=30000)
     topic = support.SETTINGS.topic("presence")
     found: list[dict] = []
+    seen_ids: set[str] = set()
     deadline = time.monotonic() + timeout
     try:
         parts = []
@@ -37,7 +38,10 @@ def presence_events(user_id: str, want: int, timeout: float) -> list[dict]:
             for batch in consumer.poll(timeout_ms=500).values():
                 for record in batch:
                     event = orjson.loads(record.value)
-                    if event.get("user_id") == user_id:
+                    # The outbox relay is at least once: a redelivered event repeats
+                    # its event_id. Keep the first copy.
+                    if event.get("user_id") == user_id and event.get("event_id") not in seen_ids:
+                        seen_ids.add(event.get("event_id"))
                         found.append(dict(event, _key=record.key))
     finally:
         consumer.close()
@@ -62,11 +66,24 @@ def test_a_silent_node_is_settled_in_one_pass_and_its_users_announced_offline(cl
     last_alive = now - support.SETTINGS.presence_node_timeout_s - 1
     ctx.redis.zadd(keys.NODES_HEARTBEAT, {dead: last_alive})
 
-    result = presence_sweep.sweep(ctx, lock_ttl_s=30)
-    # The stack's beat may have swept first; either way the node is settled once.
-    assert result is None or result["nodes"].get(dead, 3) == 3
-    assert connections.of_node(ctx.redis, dead) == {}
-    assert ctx.redis.zscore(keys.NODES_HEARTBEAT, dead) is None
+    # The stack's beat sweeps too: its run may hold the lock (ours returns None) and
+    # may have started before the node looked dead. So sweep until the node is
+    # settled, by us or by the stack.
+    ours = []
+
+    def settled():
+        result = presence_sweep.sweep(ctx, lock_ttl_s=30)
+        if result is not None:
+            ours.append(result)
+        return connections.of_node(ctx.redis, dead) == {} and ctx.redis.zscore(keys.NODES_HEARTBEAT, dead) is None
+
+    support.eventually(settled, timeout=15, interval=0.2, message=f"{dead} settled")
+    # Settled once, whoever did it: when one of our passes did, with all 3 sockets
+    # in that one pass; and a further pass does not settle it again.
+    counts = [result["nodes"][dead] for result in ours if dead in result["nodes"]]
+    assert counts in ([], [3]), ours
+    again = presence_sweep.sweep(ctx, lock_ttl_s=30)
+    assert again is None or dead not in again["nodes"], again
     offline = b.wait_for("user_presence", lambda e: e["user_id"] == alice and e["status"] == "offline")
     assert offline["last_seen"] == timeutil.iso(last_alive)
     time.sleep(1.2)
