@@ -85,6 +85,12 @@ class NodeRedisManager(RoomIndexMixin, socketio.RedisManager):
         return super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
                             callback=callback, **kwargs)
 
+    @property
+    def listening(self) -> bool:
+        """Whether this node has subscribed to the fan-out channel."""
+        pubsub = getattr(self, "pubsub", None)
+        return pubsub is not None and pubsub.subscribed
+
     def _publisher_client(self) -> redis.Redis:
         if self._publisher is None:
             # A blocking pool: in a connect storm hundreds of greenthreads publish at

@@ -134,6 +134,11 @@ class EdgeNode:
 
     def start(self) -> None:
         db.connect(self.settings)
+        # python-socketio subscribes to the fan-out channel at the first connect, in
+        # the background: the first sockets of a fresh node could miss what other
+        # nodes sent them meanwhile. Subscribe now; /readyz waits for it.
+        self.sio.manager_initialized = True
+        self.sio.manager.initialize()
         self.start_background(self.deadlines.run_forever)
         self.start_background(self._revocation_listener)
         self.start_background(self._heartbeat_loop)

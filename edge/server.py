@@ -40,6 +40,9 @@ def build_app(node: EdgeNode):
             except redis.RedisError:
                 start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
                 return [b"redis unreachable\n"]
+            if not node.sio.manager.listening:
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [b"not subscribed to the fan-out channel yet\n"]
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ready\n"]
         # Refuse permessage-deflate: compressing every frame for every recipient

@@ -22,6 +22,20 @@ def test_readyz_is_503_when_redis_is_unreachable():
         support.stop_process(proc)
 
 
+def test_a_fresh_node_is_subscribed_to_the_fan_out_channel_before_it_is_ready():
+    """Before any client connects: what other nodes send its first sockets must reach them."""
+    import redis
+    r = redis.Redis.from_url(support.SETTINGS.redis_url)
+    subscribers = lambda: r.pubsub_numsub(support.SETTINGS.socketio_channel)[0][1]  # noqa: E731
+    before = subscribers()
+    proc = support.start_edge(5041, support.unique("fresh"))   # returns once /readyz is 200
+    try:
+        assert subscribers() == before + 1
+    finally:
+        support.stop_process(proc)
+    support.eventually(lambda: subscribers() == before, message="the stopped node unsubscribed")
+
+
 def _status(url):
     try:
         return requests.get(url, timeout=2).status_code
