@@ -16,6 +16,7 @@ from realtime.redis_client import make_redis
 from realtime.settings import Settings
 
 from .deadlines import DeadlineLoop
+from .disconnects import DisconnectBatcher
 from .dispatch import Dispatcher
 from .fanout import make_manager
 from .registry import RegistryWriter
@@ -114,8 +115,15 @@ class EdgeNode:
         self.deadlines.on("token_expiry", self._on_token_expiry)
         self.dispatcher = Dispatcher(self)
         # Extension points for features that react to socket lifecycle events
-        # (presence, typing): hook(node, session[, conversation_id]).
+        # (presence, typing, calls): hook(node, session[, conversation_id]).
+        # A closed socket: on_disconnect_hooks run at once, in its disconnect handler,
+        # and must not wait on I/O (presence buffers in memory). Redis work goes in
+        # on_disconnect_batch_hooks, hook(node, sessions), which edge.disconnects runs
+        # for the authenticated sockets that closed, a batch at a time.
         self.on_disconnect_hooks: list = []
+        self.on_disconnect_batch_hooks: list = []
+        self.disconnects = DisconnectBatcher(self, self.on_disconnect_batch_hooks,
+                                             spawn=self.sio.start_background_task, sleep=self.sio.sleep)
         # hook(node, session) once a socket is first authenticated and registered.
         self.on_authenticated_hooks: list = []
         self.after_send_hooks: list = []
@@ -192,6 +200,7 @@ class EdgeNode:
             return
         if session.authenticated:
             try:
+                # Before any hook: they ask whether the user or device has another socket.
                 self.registry.remove(sid, session.user_id, self.node_id)
             except redis.RedisError as exc:
                 # Left for the node sweep, which settles entries of sockets gone.
@@ -201,6 +210,8 @@ class EdgeNode:
                 hook(self, session)
             except Exception:
                 log.exception("disconnect hook failed for %s", sid)
+        if session.authenticated:
+            self.disconnects.submit(session)
 
     def _verify(self, token: Any) -> auth.Identity:
         identity = auth.verify(token, self.settings)

@@ -13,12 +13,6 @@ from .settings import Settings, get_settings
 # (`unavailable`), never waited on forever.
 REDIS_CONNECT_TIMEOUT_S = 2.0
 REDIS_SOCKET_TIMEOUT_S = 3.0
-# Connections per process. redis-py's plain pool refuses the 101st concurrent
-# caller ("Too many connections"), which a connect storm on an edge node (hundreds
-# of greenthreads each registering a socket) reached at once; a blocking pool
-# makes callers wait for a free connection instead, at most REDIS_POOL_WAIT_S.
-REDIS_MAX_CONNECTIONS = 256
-REDIS_POOL_WAIT_S = 3.0
 
 
 def _install_peek_readiness_check() -> None:
@@ -63,8 +57,8 @@ def make_redis(settings: Settings, **overrides) -> redis.Redis:
     )
     options.update(overrides)
     pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=options.pop("max_connections", REDIS_MAX_CONNECTIONS),
-        timeout=options.pop("pool_wait_s", REDIS_POOL_WAIT_S), **options)
+        settings.redis_url, max_connections=options.pop("max_connections", settings.redis_max_connections),
+        timeout=options.pop("pool_wait_s", settings.redis_pool_wait_s), **options)
     return redis.Redis(connection_pool=pool)
 
 

@@ -80,6 +80,13 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic_prefix: str = "chat."
     mongo_url: str = "mongodb://127.0.0.1:27017/realtime"
+    # Redis connections per process (realtime.redis_client). redis-py's plain pool
+    # refuses the 101st concurrent caller ("Too many connections"), which a connect
+    # storm on an edge node (hundreds of greenthreads each registering a socket)
+    # reached at once; the blocking pool makes a caller wait for a free connection
+    # instead, at most redis_pool_wait_s (then `No connection available`).
+    redis_max_connections: int = 256
+    redis_pool_wait_s: float = 3.0
 
     # Auth (PROTOCOL §2)
     dev_mode: bool = False
@@ -166,11 +173,16 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         port = _int(env, "EDGE_PORT", 5001)
+        redis_max_connections = _int(env, "REDIS_MAX_CONNECTIONS", cls.redis_max_connections)
+        if redis_max_connections < 1:
+            raise SettingsError("REDIS_MAX_CONNECTIONS must be at least 1")
         return cls(
             redis_url=env.get("REDIS_URL") or cls.redis_url,
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or cls.kafka_bootstrap,
             kafka_topic_prefix=env.get("KAFKA_TOPIC_PREFIX", cls.kafka_topic_prefix),
             mongo_url=env.get("MONGO_URL") or cls.mongo_url,
+            redis_max_connections=redis_max_connections,
+            redis_pool_wait_s=_float(env, "REDIS_POOL_WAIT_S", cls.redis_pool_wait_s),
             dev_mode=_flag(env.get("DEV_MODE")),
             jwt_secret=env.get("JWT_SECRET") or None,
             jwt_algorithms=_csv(env.get("JWT_ALGORITHMS")) or ("HS256",),

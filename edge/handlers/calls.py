@@ -88,14 +88,28 @@ def call_signal(node, session, data: dict) -> dict:
     return {}
 
 
-def _on_disconnect(node, session) -> None:
-    """A participant's socket closed: the reconnect grace starts if it was the device's last."""
-    if session.authenticated and session.device_id:
-        calls.device_disconnected(node.ctx, session.user_id, session.device_id)
+def _on_disconnects(node, sessions: list) -> None:
+    """Sockets closed (edge.disconnects): a call participant's reconnect grace starts if
+    it was the device's last socket.
+
+    A RedisError goes to the batcher, which calls again with the same list: each device
+    done is removed from it first, so a retry does not start its grace again, later.
+    Nothing else covers a grace given up on after the retries: the call sweep
+    (devices_on_dead_nodes) and the node settlement (devices_gone) find only sockets
+    still registered to a dead node, and this one is unregistered. The device then
+    stays a participant, with no connection_lost, until the call ends, the device
+    leaves, or it reconnects and closes again."""
+    in_call = calls.calls_of_users(node.ctx, list(dict.fromkeys(s.user_id for s in sessions)))
+    if not in_call:
+        return
+    devices = dict.fromkeys((s.user_id, s.device_id) for s in sessions if s.user_id in in_call and s.device_id)
+    for user_id, device_id in devices:
+        calls.device_disconnected(node.ctx, user_id, device_id, in_call[user_id])
+        sessions[:] = [s for s in sessions if (s.user_id, s.device_id) != (user_id, device_id)]
 
 
 def setup(node) -> None:
-    node.on_disconnect_hooks.append(_on_disconnect)
+    node.on_disconnect_batch_hooks.append(_on_disconnects)
 
 
 EVENTS = [

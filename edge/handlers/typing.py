@@ -59,23 +59,25 @@ def _after_send(node, session, conversation_id: str) -> None:
         log.warning("could not end typing after a send: %s", exc)
 
 
-def _on_disconnect(node, session) -> None:
-    if not session.authenticated or not session.conversations:
+def _on_disconnects(node, sessions) -> None:
+    """Sockets closed (edge.disconnects): typing ends in each conversation where the user
+    has no socket left in the room. A RedisError goes to the batcher, which retries (a
+    repeated stop finds nothing to stop); typing it gives up on ends by expiry."""
+    closed = [s for s in sessions if s.conversations]
+    if not closed:
         return
-    try:
-        others = connections.of_user(node.ctx.redis, session.user_id)
-        for conversation_id in session.conversations:
-            # The socket is already unregistered: "others" are the remaining ones.
-            if not connections.in_conversation(others, conversation_id):
-                typing.stop(node.ctx, session.user_id, conversation_id)
-    except redis.RedisError as exc:
-        log.warning("could not end typing of %s on disconnect: %s", session.sid, exc)
+    # The sockets are unregistered already: these are the users' remaining ones.
+    remaining = connections.of_users(node.ctx.redis, list(dict.fromkeys(s.user_id for s in closed)))
+    stops = dict.fromkeys((s.user_id, conversation_id)
+                          for s in closed for conversation_id in sorted(s.conversations)
+                          if not connections.in_conversation(remaining[s.user_id], conversation_id))
+    typing.stop_many(node.ctx, list(stops))
 
 
 def setup(node) -> None:
     node.deadlines.on(DEADLINE_KIND, lambda member, now: _on_deadline(node, member, now))
     node.after_send_hooks.append(_after_send)
-    node.on_disconnect_hooks.append(_on_disconnect)
+    node.on_disconnect_batch_hooks.append(_on_disconnects)
 
 
 EVENTS = [EventSpec("typing_start", typing_start), EventSpec("typing_stop", typing_stop)]

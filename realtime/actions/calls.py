@@ -147,11 +147,15 @@ def signal(ctx: Context, actor: Actor, call_id: str, to_user_id: str, to_device_
 
 
 # --- socket lifecycle and timers ---------------------------------------------------------
-def device_disconnected(ctx: Context, user_id: str, device_id: str) -> None:
-    """The device's socket closed: if it has no other socket, start its reconnect grace."""
-    call_id = store.call_of_user(ctx.redis, user_id)
-    if not call_id:
-        return
+def calls_of_users(ctx: Context, user_ids: list[str]) -> dict[str, str]:
+    """user_id -> call_id of those of these users who are in a call, in one round trip
+    (the first question about a batch of closed sockets: most are in none)."""
+    return store.calls_of_users(ctx.redis, user_ids)
+
+
+def device_disconnected(ctx: Context, user_id: str, device_id: str, call_id: str) -> None:
+    """A socket of the device closed while its user is in `call_id` (calls_of_users):
+    if the device has no other socket, start its reconnect grace."""
     if _device_connected(ctx, user_id, device_id):
         return
     party = Party(user_id, device_id)

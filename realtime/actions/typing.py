@@ -50,14 +50,23 @@ def _float(value) -> float | None:
     return None if value is None or value is False else float(value)
 
 
-def _announce(ctx: Context, conversation_id: str, user_id: str, typing: bool) -> None:
+def _announce(ctx: Context, conversation_id: str, user_id: str, typing: bool,
+              own_sids: list[str] | None = None) -> None:
     # To the room except every socket of the typist, on any node.
-    try:
-        own = [c.sid for c in connections.of_user(ctx.redis, user_id)]
-    except redis.RedisError:
-        own = []
+    if own_sids is None:
+        own_sids = _sids_of_users(ctx, [user_id]).get(user_id, [])
     ctx.emit("user_typing", {"conversation_id": conversation_id, "user_id": user_id, "typing": typing},
-             room=keys.conversation_room(conversation_id), skip_sid=own or None)
+             room=keys.conversation_room(conversation_id), skip_sid=own_sids or None)
+
+
+def _sids_of_users(ctx: Context, user_ids: list[str]) -> dict[str, list[str]]:
+    """Every socket of these users on any node (none when Redis fails: the typist's own
+    sockets then get the announcement too, which beats losing it)."""
+    try:
+        return {user_id: [c.sid for c in conns]
+                for user_id, conns in connections.of_users(ctx.redis, user_ids).items()}
+    except redis.RedisError:
+        return {}
 
 
 def start(ctx: Context, actor: Actor, conversation_id: str) -> tuple[bool, float]:
@@ -82,6 +91,28 @@ def stop(ctx: Context, user_id: str, conversation_id: str) -> bool:
         _announce(ctx, conversation_id, user_id, transition.announce)
         return True
     return False
+
+
+def stop_many(ctx: Context, stops: list[tuple[str, str]]) -> int:
+    """`stop` for many (user_id, conversation_id) pairs (the last sockets gone in a batch
+    of disconnects): the removals in one pipeline, the typists' sockets the
+    announcements skip in another. Returns how many stops were announced."""
+    if not stops:
+        return 0
+    remove = script(ctx.redis, _REMOVE)
+    pipe = ctx.redis.pipeline(transaction=False)
+    for user_id, conversation_id in stops:
+        remove(keys=[keys.TYPING_DEADLINES], args=[keys.pair(conversation_id, user_id)], client=pipe)
+    announced = []
+    for (user_id, conversation_id), previous in zip(stops, pipe.execute()):
+        transition = typing_policy.on_stop(_float(previous))
+        if transition.announce is not None:
+            announced.append((user_id, conversation_id, transition.announce))
+    if announced:
+        own_sids = _sids_of_users(ctx, list(dict.fromkeys(user_id for user_id, _, _ in announced)))
+        for user_id, conversation_id, typing in announced:
+            _announce(ctx, conversation_id, user_id, typing, own_sids.get(user_id, []))
+    return len(announced)
 
 
 def expire(ctx: Context, conversation_id: str, user_id: str,

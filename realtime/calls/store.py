@@ -68,6 +68,14 @@ def call_of_user(r: redis.Redis, user_id: str) -> str | None:
     return r.get(keys.call_of_user(user_id))
 
 
+def calls_of_users(r: redis.Redis, user_ids: list[str]) -> dict[str, str]:
+    """user_id -> call_id of those of these users who are in a call (one round trip)."""
+    if not user_ids:
+        return {}
+    current = r.mget([keys.call_of_user(u) for u in user_ids])
+    return {u: call_id for u, call_id in zip(user_ids, current) if call_id}
+
+
 def is_live(r: redis.Redis, call_id: str) -> bool:
     state = load(r, call_id)
     return state is not None and state.status != "ended"

@@ -29,3 +29,10 @@ def test_timings_read_from_env():
 def test_public_keys_json_mapping():
     s = Settings.from_env({"JWT_PUBLIC_KEYS": '{"k1": "-----BEGIN PUBLIC KEY-----\\nabc"}'})
     assert list(s.jwt_public_keys) == ["k1"]
+
+
+def test_redis_pool_read_from_env():
+    s = Settings.from_env({"REDIS_MAX_CONNECTIONS": "8", "REDIS_POOL_WAIT_S": "0.5"})
+    assert s.redis_max_connections == 8 and s.redis_pool_wait_s == 0.5
+    with pytest.raises(SettingsError):
+        Settings.from_env({"REDIS_MAX_CONNECTIONS": "0"})
