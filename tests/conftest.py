@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from realtime import db
@@ -7,6 +9,12 @@ from tests import support
 @pytest.fixture(scope="session", autouse=True)
 def _database():
     db.connect(support.SETTINGS)
+
+
+@pytest.fixture(autouse=True)
+def _test_clock():
+    """When the running test began, for reading Kafka from there (support.seek_to_test_start)."""
+    support.test_started_at = time.time()
 
 
 @pytest.fixture

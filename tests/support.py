@@ -154,6 +154,24 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+# Set by an autouse fixture (tests/conftest.py) when each test begins.
+test_started_at = time.time()
+# Producers stamp records with their own clock; the relay runs on this machine.
+KAFKA_CLOCK_SLACK_S = 5.0
+
+
+def seek_to_test_start(consumer, parts: list) -> None:
+    """Position an assigned consumer at the first records produced since the running test
+    began: a long-lived dev stack's topics hold far more than a test can scan in time
+    (a benchmark run adds tens of thousands of presence events)."""
+    since_ms = int((test_started_at - KAFKA_CLOCK_SLACK_S) * 1000)
+    ends = consumer.end_offsets(parts)     # first: a record produced meanwhile is read
+    found = consumer.offsets_for_times({part: since_ms for part in parts})
+    for part in parts:
+        # None: nothing that recent yet, so only what comes after the end.
+        consumer.seek(part, ends[part] if found.get(part) is None else found[part].offset)
+
+
 def start_edge(port: int, node_id: str, extra_env: dict[str, str] | None = None,
                wait: bool = True) -> subprocess.Popen:
     """Start an extra edge node process (for other settings or the gevent mode)."""

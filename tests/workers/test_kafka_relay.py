@@ -19,7 +19,7 @@ SUPERVISORCTL = [str(support.ROOT / ".venv" / "bin" / "supervisorctl"), "-c", st
 
 
 def consume_event_ids(topic: str, want: set[str], timeout: float) -> dict[str, dict]:
-    """Read the whole topic until every wanted event_id was seen (or time out)."""
+    """Read the topic, from the running test's start, until every wanted event_id was seen (or time out)."""
     deadline = time.monotonic() + timeout
     while True:
         # A just-restarted broker can take longer to listen than kafka-python waits to
@@ -35,7 +35,7 @@ def consume_event_ids(topic: str, want: set[str], timeout: float) -> dict[str, d
             time.sleep(1)
     parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
     consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
+    support.seek_to_test_start(consumer, parts)
     seen: dict[str, dict] = {}
     try:
         while time.monotonic() < deadline and not want <= set(seen):

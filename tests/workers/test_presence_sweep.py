@@ -33,7 +33,7 @@ def presence_events(user_id: str, want: int, timeout: float) -> list[dict]:
             if not parts:
                 time.sleep(0.5)
         consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
+        support.seek_to_test_start(consumer, parts)
         while time.monotonic() < deadline and len(found) < want:
             for batch in consumer.poll(timeout_ms=500).values():
                 for record in batch:
