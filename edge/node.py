@@ -21,6 +21,7 @@ from .dispatch import Dispatcher
 from .fanout import make_manager
 from .registry import RegistryWriter
 from .sessions import SessionRegistry, SocketSession
+from . import wirejson
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,9 @@ class EdgeNode:
             ping_timeout=20,
             logger=False,
             engineio_logger=False,
+            # orjson for every packet and fan-out message (edge.wirejson); with the fast
+            # path off the edge stays stock python-socketio, the benchmark's baseline.
+            json=wirejson if settings.fast_broadcast_enabled else None,
         )
         self.registry = RegistryWriter(self.redis, spawn=self.sio.start_background_task,
                                        make_event=self.sio.eio.create_event)
