@@ -86,7 +86,7 @@ class EdgeNode:
         self.redis = make_redis(settings)
         self.sessions = SessionRegistry()
         manager = make_manager(settings.redis_url, settings.socketio_channel,
-                               fast_broadcast=settings.fast_broadcast_enabled,
+                               fast_broadcast=settings.fast_broadcast_enabled, node_id=self.node_id,
                                redis_options={"socket_connect_timeout": 2})
         cors: Any = list(settings.cors_allowed_origins) or None
         if cors == ["*"]:

@@ -68,3 +68,38 @@ def test_a_disconnect_clears_the_index_and_the_pending_lists():
     indexed.disconnect(sid, "/")
     assert indexed.rooms == {} and indexed.rooms_of == {}
     assert indexed.pending_connect == {} and indexed.pending_disconnect == {}
+
+
+def test_a_node_whose_subscription_is_killed_resubscribes_and_gets_cross_node_events_again(clients):
+    """edge.fanout.LeanChannelListener against real Redis: CLIENT KILL of the node's
+    fan-out connection (what a Redis restart or a network cut looks like to the node)."""
+    import redis
+
+    from tests import support
+    from tests.support import unique
+
+    node_id = unique("fanout")
+    r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
+
+    def subscription_ids() -> list[int]:
+        return [c["id"] for c in r.client_list() if c.get("name") == f"{node_id}:fanout" and c["sub"] == "1"]
+
+    proc = support.start_edge(5041, node_id)
+    try:
+        alice, bob = unique("alice"), unique("bob")
+        conv = support.make_conversation([alice, bob])
+        a = clients(support.EDGE1, user=alice)
+        b = clients("http://127.0.0.1:5041", user=bob)
+        for c in (a, b):
+            assert c.call("join_room", {"conversation_id": conv})["ok"]
+        assert a.call("message_send", {"conversation_id": conv, "client_msg_id": "m1", "body": "one"})["ok"]
+        assert b.wait_for("message_new")["message"]["body"] == "one"
+
+        [first] = subscription_ids()
+        r.execute_command("CLIENT", "KILL", "ID", first)
+        support.eventually(lambda: subscription_ids() not in ([], [first]), timeout=10, message="resubscribed")
+        assert support.http_ok("http://127.0.0.1:5041/readyz")
+        assert a.call("message_send", {"conversation_id": conv, "client_msg_id": "m2", "body": "two"})["ok"]
+        assert b.wait_for("message_new", lambda m: m["message"]["body"] == "two")["message"]["seq"] == 2
+    finally:
+        support.stop_process(proc)
