@@ -9,6 +9,7 @@ subscription.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
@@ -148,18 +149,20 @@ class LeanChannelListener:
     _confirmed = False
     client_name: str | None = None
 
-    @property
-    def listening(self) -> bool:
-        if self._lean_options() is None:
-            return super().listening
-        return self._confirmed
-
+    @functools.cached_property
     def _lean_options(self) -> dict | None:
+        """Where to connect, or None for a URL this listener does not speak (TLS, unix)."""
         options = redis.connection.parse_url(self.redis_url)
         return None if "connection_class" in options else options
 
+    @property
+    def listening(self) -> bool:
+        if self._lean_options is None:
+            return super().listening
+        return self._confirmed
+
     def _listen(self):
-        options = self._lean_options()
+        options = self._lean_options
         if options is None:
             yield from super()._listen()
             return
@@ -209,17 +212,9 @@ class LeanChannelListener:
         if self.client_name:
             commands.append(["CLIENT", "SETNAME", self.client_name])   # who it is in CLIENT LIST
         commands.append(["SUBSCRIBE", self.channel])
-        sock.sendall(b"".join(_resp_command(c) for c in commands))
+        sock.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
         sock.settimeout(None)   # a subscription waits as long as nothing is published
         return sock
-
-
-def _resp_command(parts: list[str]) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        raw = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
 
 
 def make_manager(url: str, channel: str, *, fast_broadcast: bool, node_id: str = "",
