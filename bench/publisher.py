@@ -1,7 +1,8 @@
-"""W4 publisher for the edge: what a Celery worker does to reach one user,
-socketio.RedisManager(write_only=True).emit(..., room="user:<id>"), open loop.
+"""W2-W4 publisher for the edge: what a Celery worker does to reach a room,
+the workers' write-only manager (realtime.fanout.RoutedRedisManager, python-socketio's
+RedisManager routing per FANOUT_ROUTING) .emit(..., room="user:<id>"), open loop.
 
-    python -m bench.publisher --channel bench-socketio --targets T.json --rate 2000 --duration 10
+    python -m bench.publisher --channel bench-socketio --targets T.json --rate 2000 --duration 10 [--routing broadcast]
 Prints one JSON line: {sent, rate, publisher}.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import json
 import time
 
-import socketio
+from realtime.fanout import ROUTING_MODES, RoutedRedisManager
 
 
 def main() -> None:
@@ -22,9 +23,10 @@ def main() -> None:
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--event", default="message_new")
     ap.add_argument("--body-bytes", type=int, default=100)
+    ap.add_argument("--routing", choices=ROUTING_MODES, default="rooms")
     args = ap.parse_args()
     targets = json.load(open(args.targets))
-    mgr = socketio.RedisManager(args.redis, channel=args.channel, write_only=True)
+    mgr = RoutedRedisManager(args.redis, args.channel, routing=args.routing == "rooms")
     mgr.emit(args.event, {"warmup": True}, room="bench-none", namespace="/")
     sent = 0
     t0 = time.time()
@@ -43,7 +45,7 @@ def main() -> None:
             sent += 1
         time.sleep(0.001)
     elapsed = time.time() - t0
-    print(json.dumps({"sent": sent, "rate": round(sent / elapsed), "publisher": "python socketio.RedisManager(write_only=True)"}))
+    print(json.dumps({"sent": sent, "rate": round(sent / elapsed), "publisher": f"python RoutedRedisManager(write_only, routing={args.routing})"}))
 
 
 if __name__ == "__main__":

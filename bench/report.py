@@ -106,7 +106,7 @@ def markdown(results: dict) -> str:
              f"at end {m1.get('loadavg')}; {m0.get('cpus')} CPUs; generator on CPU {m0.get('generator_cpu')}, "
              f"servers on CPU {m0.get('server_cpu')}; Python {m0.get('python')}, Node {m0.get('node')}.", "",
              "`ratio` = edge / node; `edge better` = how many times better the edge is on that figure "
-             "(>1: edge ahead). `edge-stock` = the same edge with EDGE_FAST_BROADCAST=off.", "",
+             "(>1: edge ahead). `edge-stock` = the same edge with EDGE_FAST_BROADCAST=off and FANOUT_ROUTING=broadcast.", "",
              "| workload | metric | edge | node | ratio | edge better | edge-stock |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for wl, metric, e, n, st, better in rows(results):

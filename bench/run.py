@@ -10,7 +10,8 @@ socket.io-client, websocket) pinned to the generator CPU.
 
 Server sets:
   edge        the edge as shipped (EDGE_FAST_BROADCAST default: on for eventlet)
-  edge-stock  the same edge with EDGE_FAST_BROADCAST=off (stock python-socketio path)
+  edge-stock  the same edge with EDGE_FAST_BROADCAST=off and FANOUT_ROUTING=broadcast
+              (stock python-socketio delivery, one fan-out channel)
   node        bench/node/server.js: socket.io 4.8 + @socket.io/redis-adapter
 
 Writes bench/results/results.json, bench/results/report.md and bench/results/report.png.
@@ -76,6 +77,11 @@ class ServerSet:
         self.procs: list[subprocess.Popen] = []
 
     @property
+    def routing(self) -> str:
+        """FANOUT_ROUTING of an edge set: edge-stock keeps python-socketio's one channel."""
+        return "broadcast" if self.kind == "edge-stock" else support.stack_env().get("FANOUT_ROUTING", "rooms")
+
+    @property
     def urls(self) -> list[str]:
         return [f"http://127.0.0.1:{p}" for p in self.ports[:2]]
 
@@ -92,7 +98,8 @@ class ServerSet:
             if self.kind.startswith("edge"):
                 e = dict(env, EDGE_PORT=str(port), EDGE_NODE_ID=f"bench-{self.kind}{i}",
                          EDGE_SOCKETIO_CHANNEL=EDGE_CHANNEL,
-                         EDGE_FAST_BROADCAST="off" if self.kind == "edge-stock" else env.get("EDGE_FAST_BROADCAST", "auto"))
+                         EDGE_FAST_BROADCAST="off" if self.kind == "edge-stock" else env.get("EDGE_FAST_BROADCAST", "auto"),
+                         FANOUT_ROUTING=self.routing)
                 cmd = [*taskset(SERVER_CPU), sys.executable, "-m", "edge"]
             else:
                 e = dict(env, BENCH_NODE_PREFIX=NODE_PREFIX)
@@ -256,7 +263,8 @@ def run_room(servers: ServerSet, spec: dict, tag: str) -> dict:
 
 def publish(servers: ServerSet, targets_file: pathlib.Path, rate: float, duration_s: float) -> dict:
     if servers.kind.startswith("edge"):
-        pub = [*taskset(GEN_CPU), sys.executable, "-m", "bench.publisher", "--channel", EDGE_CHANNEL]
+        pub = [*taskset(GEN_CPU), sys.executable, "-m", "bench.publisher", "--channel", EDGE_CHANNEL,
+               "--routing", servers.routing]
     else:
         pub = [*taskset(GEN_CPU), "node", str(NODE_DIR / "emitter.js"), "--prefix", f"{NODE_PREFIX}-socket.io"]
     out = subprocess.run([*pub, "--targets", str(targets_file), "--rate", str(rate), "--duration", str(duration_s),
@@ -268,8 +276,8 @@ def publish(servers: ServerSet, targets_file: pathlib.Path, rate: float, duratio
 def run_publish(servers: ServerSet, spec_clients: list[dict], targets: list[str], per_target: int,
                 phases: list[tuple[str, float, float]], tag: str) -> dict:
     """Emits from a worker-side publisher (no client, no database) to `targets` rooms,
-    `per_target` recipients each, open loop: Python socketio.RedisManager(write_only)
-    for the edge, @socket.io/redis-emitter for Node. One connection setup, then each
+    `per_target` recipients each, open loop: the workers' write-only manager
+    (realtime.fanout.RoutedRedisManager) for the edge, @socket.io/redis-emitter for Node. One connection setup, then each
     phase (label, rate/s, seconds) in turn. Server CPU is net of each process's idle
     CPU measured just before the phase."""
     spec = {"mode": "listen", "listen_event": "message_new", "clients": spec_clients, "connect_concurrency": CONNECT_CONCURRENCY}

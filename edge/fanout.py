@@ -6,6 +6,10 @@ connection is closed under it and the node misses every emit until the listener
 has reconnected (seen as lost cross-node messages after a burst of disconnects).
 Here publishing has a client of its own, so a publish error never touches the
 subscription.
+
+With routing on (realtime.fanout, FANOUT_ROUTING=rooms) a node also reads the
+channel of every user or conversation room it has a member in, and nothing of the
+others (RoomRoutingListener).
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import hiredis
 import redis
 import redis.connection
 import socketio
+
+from realtime import fanout as routing
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,10 @@ class RoomIndexMixin:
 
 
 class NodeRedisManager(RoomIndexMixin, socketio.RedisManager):
+    # Whether emits to user/conversation rooms are published on their own channels
+    # (set by make_manager; only with a listener that reads them).
+    routing = False
+
     def __init__(self, url: str, channel: str, **kwargs):
         super().__init__(url, channel=channel, **kwargs)
         self._publisher: redis.Redis | None = None
@@ -108,11 +118,12 @@ class NodeRedisManager(RoomIndexMixin, socketio.RedisManager):
 
     def _publish(self, data):
         payload = self.json.dumps(data)
+        channel = routing.channel_for(self.channel, data, routing=self.routing)
         for attempt in (1, 2):
             try:
-                return self._publisher_client().publish(self.channel, payload)
+                return self._publisher_client().publish(channel, payload)
             except redis.RedisError as exc:
-                log.error("publish to %s failed (attempt %d): %r", self.channel, attempt, exc)
+                log.error("publish to %s failed (attempt %d): %r", channel, attempt, exc)
                 if attempt == 1:
                     # Drop the pool: its connections may all be broken.
                     client, self._publisher = self._publisher, None
@@ -123,18 +134,31 @@ class NodeRedisManager(RoomIndexMixin, socketio.RedisManager):
         return None
 
 
+class FanoutUnavailable(redis.ConnectionError):
+    """A room's channel could not be subscribed in time: the node could not promise
+    to deliver that room's emits, so entering it is refused (`unavailable`)."""
+
+
 class LeanChannelListener:
-    """The fan-out channel read with a plain socket and hiredis, many messages per read.
+    """The fan-out channels read with a plain socket and hiredis, many messages per read.
 
-    Every node receives every emit published by any node or worker, including the
-    ones it has no recipient for. redis-py's PubSub spends ~60 % of such a node's
-    time per message on its own layers (a retry wrapper, a readiness check and a
-    parse per message, push-message handling; py-spy, bench W4 node with no member).
-    Here one recv() takes whatever has arrived and hiredis splits it into messages.
+    redis-py's PubSub spent ~60 % of a node's time per message on its own layers (a
+    retry wrapper, a readiness check and a parse per message, push-message handling;
+    py-spy, bench W4 node with no member). Here one recv() takes whatever has arrived
+    and hiredis splits it into messages.
 
-    Reconnects with backoff like python-socketio's listener, and says whether the
-    subscription is confirmed (`listening`, for /readyz). TLS and unix-socket URLs
-    keep redis-py's listener.
+    With `routing` on, the node also reads the channel of every routed room
+    (realtime.fanout) it has a local member in: the first member's entry asks for
+    the channel, the last member's exit drops it. One writer greenthread sends what
+    changed as a batch (SUBSCRIBE …, UNSUBSCRIBE …, then PING <seq>); the PING's
+    reply, which Redis sends after the subscriptions took effect, confirms them.
+    `enter_room` returns only once its room's channel is confirmed, so an emit made
+    after a socket joined (its ack, its CONNECT) is never published to a channel the
+    node is not reading yet.
+
+    Reconnects with backoff like python-socketio's listener, subscribing again to
+    everything wanted, and says whether the subscriptions are confirmed (`listening`,
+    for /readyz). TLS and unix-socket URLs keep redis-py's listener (and no routing).
     """
     # Seconds: connecting, and the first retry after a failure (doubling up to the max).
     LISTEN_CONNECT_TIMEOUT_S = 5.0
@@ -145,9 +169,26 @@ class LeanChannelListener:
     LISTEN_KEEPALIVE_INTERVAL_S = 10
     LISTEN_KEEPALIVE_COUNT = 3
     READ_SIZE = 256 * 1024
+    # Seconds a socket entering a room waits for the room's channel to be confirmed
+    # before the entry is refused as `unavailable` (Redis unreachable).
+    ROOM_SUBSCRIBE_TIMEOUT_S = 2.0
+    # Channels per SUBSCRIBE/UNSUBSCRIBE command (a resubscription after a reconnect
+    # can name every room of the node).
+    CHANNELS_PER_COMMAND = 2000
 
-    _confirmed = False
     client_name: str | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._wanted: set[str] = {self.channel}   # channels this node should read
+        self._changed: set[str] = set(self._wanted)  # wanted or not since the last batch
+        self._sent: dict[str, int] = {}            # channel -> seq of the batch that subscribed it
+        self._sock: socket.socket | None = None    # the current subscription connection
+        self._seq = 0                              # batches sent, over every connection
+        self._acked = 0                            # highest batch Redis confirmed
+        self._ready_seq: int | None = None         # the first batch of the current connection
+        self._flush_due = None                     # events, made once the server is known
+        self._waiters: list = []
 
     @functools.cached_property
     def _lean_options(self) -> dict | None:
@@ -159,20 +200,142 @@ class LeanChannelListener:
     def listening(self) -> bool:
         if self._lean_options is None:
             return super().listening
-        return self._confirmed
+        return self._ready_seq is not None and self._acked >= self._ready_seq
 
+    def initialize(self):
+        self._flush_due = self.server.eio.create_event()
+        super().initialize()
+        if not self.write_only and self._lean_options is not None:
+            self.server.start_background_task(self._write_subscriptions_forever)
+
+    # --- which channels --------------------------------------------------------------
+    def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if self.routing and routing.is_routed_room(room):
+            channel = routing.room_channel(self.channel, namespace, room)
+            if channel not in self._wanted:
+                self._wanted.add(channel)
+                self._changed.add(channel)
+                self._wake_writer()
+
+    def basic_leave_room(self, sid, namespace, room):
+        super().basic_leave_room(sid, namespace, room)
+        if (self.routing and routing.is_routed_room(room)
+                and room not in self.rooms.get(namespace, {})):
+            channel = routing.room_channel(self.channel, namespace, room)
+            if channel in self._wanted:
+                self._wanted.discard(channel)
+                self._changed.add(channel)
+                self._wake_writer()
+
+    def enter_room(self, sid, namespace, room, eio_sid=None):
+        """A local socket's entry returns once the room's channel is confirmed; if it is
+        not within ROOM_SUBSCRIBE_TIMEOUT_S, the entry is undone and FanoutUnavailable
+        raised. (python-socketio's own handling of a remote `enter_room` message calls
+        the base manager's enter_room, never this: the listener never waits on itself.)"""
+        members = self.rooms.get(namespace or "/", {}).get(room)
+        was_member = members is not None and sid in members
+        super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if not self.routing or not routing.is_routed_room(room) or was_member:
+            return
+        namespace = namespace or "/"
+        if sid not in self.rooms.get(namespace, {}).get(room, ()):
+            return   # not a socket of this node: another node enters it
+        if not self.wait_room_channel(namespace, room, self.ROOM_SUBSCRIBE_TIMEOUT_S):
+            self.basic_leave_room(sid, namespace, room)
+            raise FanoutUnavailable(f"could not subscribe to the channel of {room}")
+
+    def wait_room_channel(self, namespace: str, room: str, timeout: float) -> bool:
+        """Whether the room's channel is confirmed (or no longer wanted) within `timeout`."""
+        channel = routing.room_channel(self.channel, namespace, room)
+        deadline = time.monotonic() + timeout
+        while True:
+            if channel not in self._wanted:
+                return True
+            seq = self._sent.get(channel)
+            if seq is not None and seq <= self._acked:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._flush_due is None:
+                return False
+            event = self.server.eio.create_event()
+            self._waiters.append(event)
+            try:
+                event.wait(remaining)
+            finally:
+                self._waiters.remove(event)
+
+    # --- the writer -------------------------------------------------------------------
+    def _wake_writer(self) -> None:
+        if self._flush_due is not None:
+            self._flush_due.set()
+
+    def _write_subscriptions_forever(self) -> None:
+        while True:
+            self._flush_due.wait()
+            self._flush_due.clear()
+            try:
+                self._write_subscriptions()
+            except OSError as exc:
+                # The listener sees the broken connection too, reconnects and wakes us.
+                log.warning("fan-out subscription update failed: %r", exc)
+            except Exception:  # pragma: no cover - never let the writer die
+                log.exception("fan-out subscription update failed")
+
+    def _write_subscriptions(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        # Only what changed since the last batch: a node can read tens of thousands of
+        # rooms, and a connect storm makes a batch every few connects.
+        changed, self._changed = self._changed, set()
+        wanted, sent = self._wanted, self._sent
+        subscribe = [c for c in changed if c in wanted and c not in sent]
+        unsubscribe = [c for c in changed if c not in wanted and c in sent]
+        if not subscribe and not unsubscribe:
+            return
+        self._seq += 1
+        seq = self._seq
+        commands = []
+        step = self.CHANNELS_PER_COMMAND
+        for verb, channels in (("SUBSCRIBE", subscribe), ("UNSUBSCRIBE", unsubscribe)):
+            for i in range(0, len(channels), step):
+                commands.append(hiredis.pack_command((verb, *channels[i:i + step])))
+        commands.append(hiredis.pack_command(("PING", str(seq))))
+        # Marked before the send, which may switch greenthreads: what changes meanwhile
+        # goes in the next batch (the writer is woken again).
+        for channel in subscribe:
+            self._sent[channel] = seq
+        for channel in unsubscribe:
+            del self._sent[channel]
+        if self._ready_seq is None:
+            self._ready_seq = seq
+        sock.sendall(b"".join(commands))
+
+    def _confirmed(self, seq: int) -> None:
+        if seq > self._acked:
+            self._acked = seq
+            for event in list(self._waiters):
+                event.set()
+
+    # --- the reader -------------------------------------------------------------------
     def _listen(self):
         options = self._lean_options
         if options is None:
             yield from super()._listen()
             return
-        channel = self.channel.encode()
         retry_s = self.LISTEN_RETRY_FIRST_S
         while True:
             sock = None
             try:
-                sock = self._subscribe(options)
+                sock = self._connect(options)
                 reader = hiredis.Reader()
+                # A new connection reads nothing yet: everything wanted is sent again.
+                self._sent = {}
+                self._changed = set(self._wanted)
+                self._ready_seq = None
+                self._sock = sock
+                self._wake_writer()
                 while True:
                     data = sock.recv(self.READ_SIZE)
                     if not data:
@@ -182,13 +345,14 @@ class LeanChannelListener:
                         if isinstance(reply, hiredis.ReplyError):
                             raise ConnectionError(f"Redis refused: {reply}")
                         kind = reply[0]
-                        if kind == b"message" and reply[1] == channel:
+                        if kind == b"message":
                             yield reply[2]
-                        elif kind == b"subscribe":
-                            self._confirmed = True
+                        elif kind == b"pong":
+                            self._confirmed(int(reply[1]))
                             retry_s = self.LISTEN_RETRY_FIRST_S
             except Exception as exc:  # OSError, ConnectionError, a bad reply
-                self._confirmed = False
+                self._sock = None
+                self._ready_seq = None
                 log.error("fan-out subscription to %s lost (%r); again in %.1fs", self.channel, exc, retry_s)
                 time.sleep(retry_s)    # green under eventlet/gevent
                 retry_s = min(retry_s * 2, self.LISTEN_RETRY_MAX_S)
@@ -196,7 +360,7 @@ class LeanChannelListener:
                 if sock is not None:
                     sock.close()
 
-    def _subscribe(self, options: dict) -> socket.socket:
+    def _connect(self, options: dict) -> socket.socket:
         sock = socket.create_connection((options.get("host", "localhost"), options.get("port", 6379)),
                                         timeout=self.LISTEN_CONNECT_TIMEOUT_S)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -211,24 +375,43 @@ class LeanChannelListener:
             commands.append(["AUTH", *auth])
         if self.client_name:
             commands.append(["CLIENT", "SETNAME", self.client_name])   # who it is in CLIENT LIST
-        commands.append(["SUBSCRIBE", self.channel])
-        sock.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+        if commands:
+            sock.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+            reader = hiredis.Reader()
+            for _ in commands:   # their replies come before anything subscribed
+                while (reply := reader.gets()) is False:
+                    data = sock.recv(4096)
+                    if not data:
+                        raise ConnectionError("Redis closed the connection")
+                    reader.feed(data)
+                if isinstance(reply, hiredis.ReplyError):
+                    raise ConnectionError(f"Redis refused: {reply}")
         sock.settimeout(None)   # a subscription waits as long as nothing is published
         return sock
 
 
-def make_manager(url: str, channel: str, *, fast_broadcast: bool, node_id: str = "",
-                 **kwargs) -> NodeRedisManager:
-    """The node's client manager; with `fast_broadcast` its local deliveries go
-    through edge.fastpath (one frame per broadcast, direct non-blocking writes) and
-    it listens with LeanChannelListener."""
-    if not fast_broadcast:
+def make_manager(url: str, channel: str, *, fast_broadcast: bool, rooms_routing: bool = False,
+                 node_id: str = "", **kwargs) -> NodeRedisManager:
+    """The node's client manager.
+
+    With `fast_broadcast` its local deliveries go through edge.fastpath (one frame per
+    broadcast, direct non-blocking writes). With `rooms_routing` (FANOUT_ROUTING=rooms)
+    it publishes emits to user/conversation rooms on their own channels and reads only
+    those of its rooms. Either one reads with LeanChannelListener.
+    """
+    bases: tuple = (NodeRedisManager,)
+    if fast_broadcast or rooms_routing:
+        bases = (LeanChannelListener, *bases)
+    if fast_broadcast:
+        from .fastpath import FastEmitMixin
+        bases = (FastEmitMixin, *bases)
+    if len(bases) == 1:
         return NodeRedisManager(url, channel=channel, **kwargs)
-    from .fastpath import FastEmitMixin
-
-    class FastNodeRedisManager(FastEmitMixin, LeanChannelListener, NodeRedisManager):
-        pass
-
-    manager = FastNodeRedisManager(url, channel=channel, **kwargs)
+    manager_class = type("EdgeRedisManager", bases, {})
+    manager = manager_class(url, channel=channel, **kwargs)
+    if rooms_routing and manager._lean_options is None:
+        raise ValueError(f"FANOUT_ROUTING=rooms needs a redis:// URL (got {url.split(':', 1)[0]}://); "
+                         "set FANOUT_ROUTING=broadcast")
+    manager.routing = rooms_routing
     manager.client_name = f"{node_id}:fanout" if node_id else None
     return manager

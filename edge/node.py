@@ -86,7 +86,8 @@ class EdgeNode:
         self.redis = make_redis(settings)
         self.sessions = SessionRegistry()
         manager = make_manager(settings.redis_url, settings.socketio_channel,
-                               fast_broadcast=settings.fast_broadcast_enabled, node_id=self.node_id,
+                               fast_broadcast=settings.fast_broadcast_enabled,
+                               rooms_routing=settings.fanout_rooms, node_id=self.node_id,
                                redis_options={"socket_connect_timeout": 2})
         cors: Any = list(settings.cors_allowed_origins) or None
         if cors == ["*"]:
@@ -193,7 +194,14 @@ class EdgeNode:
             raise socketio.exceptions.ConnectionRefusedError(
                 "service unavailable", {"code": "unavailable", "message": "service unavailable"}) from None
         self.sessions.add(session)
-        self._bind(session, identity, device_hint)
+        try:
+            self._bind(session, identity, device_hint)
+        except redis.RedisError:
+            # The user's room could not be routed to this node (edge.fanout): refused,
+            # and nothing was bound.
+            self.sessions.remove(sid)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "service unavailable", {"code": "unavailable", "message": "service unavailable"}) from None
         # Sent after the CONNECT packet, which goes out when this handler returns.
         self.start_background(self._announce_authenticated, sid)
         return True
@@ -225,6 +233,10 @@ class EdgeNode:
 
     def _bind(self, session: SocketSession, identity: auth.Identity, device_hint: Any) -> None:
         first = not session.authenticated
+        if first:
+            # First, as it can fail (FanoutUnavailable, a RedisError): then nothing of the
+            # session has changed. Once it returns, emits to the user reach this node.
+            self.sio.enter_room(session.sid, keys.user_room(identity.user_id))
         session.user_id = identity.user_id
         session.expires_at = identity.expires_at
         if first:
@@ -234,7 +246,6 @@ class EdgeNode:
                 session.device_id = device_hint
             else:
                 session.device_id = session.sid
-            self.sio.enter_room(session.sid, keys.user_room(identity.user_id))
             self.save_connection(session)
             for hook in self.on_authenticated_hooks:
                 try:

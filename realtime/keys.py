@@ -14,6 +14,11 @@ def conversation_room(conversation_id: str) -> str:
     return f"conv:{conversation_id}"
 
 
+# Rooms whose emits travel on a Redis channel of their own (realtime.fanout): a
+# node subscribes to one while it has a member in it.
+ROUTED_ROOM_PREFIXES = ("user:", "conv:")
+
+
 # --- Auth ---------------------------------------------------------------------
 # Written by the auth service (PROTOCOL §2); we only read / subscribe.
 REVOCATION_CHANNEL = "auth:revocations"

@@ -168,6 +168,11 @@ class Settings:
     # start are frozen out of every later collection.
     edge_gc_young_threshold: int = 10_000
     edge_gc_freeze: bool = True
+    # How emits travel between nodes and workers (realtime/fanout.py): "rooms" puts an
+    # emit to a user's or a conversation's room on that room's channel, read only by the
+    # nodes with a member in it; "broadcast" puts every emit on the one channel every
+    # node reads (python-socketio's stock behaviour; needed while any node is older).
+    fanout_routing: str = "rooms"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -227,6 +232,7 @@ class Settings:
             edge_ws_max_buffered_bytes=_int(env, "EDGE_WS_MAX_BUFFERED_BYTES", cls.edge_ws_max_buffered_bytes),
             edge_gc_young_threshold=_int(env, "EDGE_GC_YOUNG_THRESHOLD", cls.edge_gc_young_threshold),
             edge_gc_freeze=_flag(env.get("EDGE_GC_FREEZE", "1")),
+            fanout_routing=(env.get("FANOUT_ROUTING") or cls.fanout_routing).strip().lower(),
         )
 
     @property
@@ -238,6 +244,11 @@ class Settings:
             return False
         return self.edge_async_mode == "eventlet"
 
+    @property
+    def fanout_rooms(self) -> bool:
+        """Whether emits to user and conversation rooms go on per-room channels."""
+        return self.fanout_routing != "broadcast"
+
     def topic(self, name: str) -> str:
         """Full Kafka topic name for a short name such as 'messages'."""
         return f"{self.kafka_topic_prefix}{name}"
@@ -246,6 +257,8 @@ class Settings:
         """Refuse settings that must never reach production (PROTOCOL §12)."""
         if self.edge_async_mode not in {"eventlet", "gevent"}:
             raise SettingsError("EDGE_ASYNC_MODE must be 'eventlet' or 'gevent'")
+        if self.fanout_routing not in {"rooms", "broadcast"}:
+            raise SettingsError("FANOUT_ROUTING must be 'rooms' or 'broadcast'")
         uses_hmac = any(alg.startswith("HS") for alg in self.jwt_algorithms)
         if "none" in {a.lower() for a in self.jwt_algorithms}:
             raise SettingsError("JWT_ALGORITHMS must not contain 'none'")

@@ -6,9 +6,8 @@ import os
 import socket
 from typing import Any
 
-import socketio
-
 from realtime import db, envelope
+from realtime.fanout import RoutedRedisManager
 from realtime.actions.context import Context
 from realtime.redis_client import get_redis
 from realtime.settings import get_settings
@@ -19,11 +18,12 @@ def worker_name() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def emitter() -> socketio.RedisManager:
-    """Write-only Socket.IO manager: publishes emits for the edge nodes to deliver."""
+def emitter() -> RoutedRedisManager:
+    """Write-only Socket.IO manager: publishes emits for the edge nodes to deliver,
+    each on the channel realtime.fanout routes it to."""
     settings = get_settings()
-    return socketio.RedisManager(settings.redis_url, channel=settings.socketio_channel, write_only=True,
-                                 redis_options={"socket_connect_timeout": 2, "socket_timeout": 3})
+    return RoutedRedisManager(settings.redis_url, settings.socketio_channel, routing=settings.fanout_rooms,
+                              redis_options={"socket_connect_timeout": 2, "socket_timeout": 3})
 
 
 def _emit(event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
