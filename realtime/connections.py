@@ -45,9 +45,16 @@ class Connection:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+def _pipeline(r: redis.Redis | redis.client.Pipeline) -> redis.client.Pipeline:
+    # A Pipeline is a Redis subclass: test for the pipeline, or every write given
+    # one would run as a round trip of its own (edge.registry's batches did).
+    return r if isinstance(r, redis.client.Pipeline) else r.pipeline(transaction=False)
+
+
 def save(r: redis.Redis | redis.client.Pipeline, conn: Connection) -> None:
-    """Register or update a socket (on authentication and on join/leave)."""
-    pipe = r.pipeline(transaction=False) if isinstance(r, redis.Redis) else r
+    """Register or update a socket (on authentication and on join/leave); given a
+    pipeline, only queues the writes."""
+    pipe = _pipeline(r)
     pipe.hset(user_key(conn.user_id), conn.sid, conn.encode())
     pipe.hset(node_key(conn.node_id), conn.sid, conn.user_id)
     if pipe is not r:
@@ -55,7 +62,7 @@ def save(r: redis.Redis | redis.client.Pipeline, conn: Connection) -> None:
 
 
 def remove(r: redis.Redis | redis.client.Pipeline, sid: str, user_id: str, node_id: str) -> None:
-    pipe = r.pipeline(transaction=False) if isinstance(r, redis.Redis) else r
+    pipe = _pipeline(r)
     pipe.hdel(user_key(user_id), sid)
     pipe.hdel(node_key(node_id), sid)
     if pipe is not r:

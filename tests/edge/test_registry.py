@@ -86,3 +86,19 @@ def test_redis_down_reaches_every_caller_and_nothing_hangs():
     assert len(errors) == 10
     with pytest.raises(redis.RedisError):  # and the writer still works afterwards
         writer.remove("s0", "u0", "n")
+
+
+def test_writes_given_a_pipeline_are_only_queued_until_it_runs():
+    """The batches above hold one pipeline's worth of writes: a write handed a pipeline
+    must queue in it, not run a round trip of its own (a Pipeline is also a Redis)."""
+    r = redis_client.make_redis(support.SETTINGS)
+    node, user, sid = unique("node"), unique("u"), unique("sid")
+    pipe = r.pipeline(transaction=False)
+    connections.save(pipe, conn(user, sid, node))
+    assert len(pipe) == 2 and connections.of_user(r, user) == []
+    pipe.execute()
+    assert [c.sid for c in connections.of_user(r, user)] == [sid]
+    connections.remove(pipe, sid, user, node)
+    assert len(pipe) == 2 and connections.of_node(r, node) == {sid: user}
+    pipe.execute()
+    assert connections.of_user(r, user) == [] and connections.of_node(r, node) == {}
