@@ -11,7 +11,7 @@ written whole (no read-modify-write). Keys:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import orjson
 import redis
@@ -37,7 +37,7 @@ class Connection:
     conversations: list[str] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)   # orjson serializes dataclasses as dataclasses.asdict does, ~10x faster
 
     @classmethod
     def decode(cls, raw: bytes | str) -> "Connection":
