@@ -12,6 +12,8 @@ Server sets:
   edge        the edge as shipped (EDGE_FAST_BROADCAST default: on for eventlet)
   edge-stock  the same edge with EDGE_FAST_BROADCAST=off and FANOUT_ROUTING=broadcast
               (stock python-socketio delivery, one fan-out channel)
+  edge-gevent the edge on gevent (EDGE_ASYNC_MODE=gevent: python-socketio's own delivery
+              and websocket transport, as the fast path is built for eventlet; routing on)
   node        bench/node/server.js: socket.io 4.8 + @socket.io/redis-adapter
 
 Writes bench/results/results.json, bench/results/report.md and bench/results/report.png.
@@ -40,7 +42,8 @@ GEN_CPU = os.environ.get("BENCH_GEN_CPU", "0")
 SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "1")
 EDGE_CHANNEL = "bench-socketio"
 NODE_PREFIX = "bench-node"
-PORTS = {"edge": (5101, 5102, 5103), "edge-stock": (5111, 5112, 5113), "node": (5201, 5202, 5203)}
+PORTS = {"edge": (5101, 5102, 5103), "edge-stock": (5111, 5112, 5113), "edge-gevent": (5121, 5122, 5123),
+         "node": (5201, 5202, 5203)}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # Connections opened at once by the generator. The edge's Redis client pool holds 100
@@ -100,6 +103,8 @@ class ServerSet:
                          EDGE_SOCKETIO_CHANNEL=EDGE_CHANNEL,
                          EDGE_FAST_BROADCAST="off" if self.kind == "edge-stock" else env.get("EDGE_FAST_BROADCAST", "auto"),
                          FANOUT_ROUTING=self.routing)
+                if self.kind == "edge-gevent":
+                    e["EDGE_ASYNC_MODE"] = "gevent"
                 cmd = [*taskset(SERVER_CPU), sys.executable, "-m", "edge"]
             else:
                 e = dict(env, BENCH_NODE_PREFIX=NODE_PREFIX)

@@ -285,3 +285,35 @@ def test_a_socket_is_answered_only_once_its_rooms_channel_is_read(clients):
     finally:
         support.stop_process(proc)
         proxy.close()
+
+
+def test_routing_needs_a_listener_that_reads_room_channels():
+    with pytest.raises(ValueError, match="FANOUT_ROUTING=broadcast"):
+        make_manager("rediss://127.0.0.1:6380/0", "c", fast_broadcast=True, rooms_routing=True)
+    assert make_manager("rediss://127.0.0.1:6380/0", "c", fast_broadcast=True, rooms_routing=False).routing is False
+
+
+def test_a_cluster_with_routing_off_fans_out_on_the_base_channel_alone(clients):
+    """FANOUT_ROUTING=broadcast with the stock delivery path (the benchmark's edge-stock):
+    the node reads its base channel only, and a publisher with routing off reaches it."""
+    import redis
+
+    from realtime import keys
+    from realtime.fanout import RoutedRedisManager, room_channel
+    from tests import support
+    from tests.support import unique
+
+    channel = unique("broadcast-channel")
+    r = redis.Redis.from_url(support.SETTINGS.redis_url)
+    proc = support.start_edge(5044, unique("stock"), {"FANOUT_ROUTING": "broadcast", "EDGE_FAST_BROADCAST": "off",
+                                                      "EDGE_SOCKETIO_CHANNEL": channel})
+    try:
+        alice = unique("alice")
+        a = clients("http://127.0.0.1:5044", user=alice)
+        assert r.pubsub_numsub(room_channel(channel, "/", keys.user_room(alice)))[0][1] == 0
+        assert r.pubsub_numsub(channel)[0][1] == 1
+        RoutedRedisManager(support.SETTINGS.redis_url, channel, routing=False).emit(
+            "notification", {"probe": 1}, room=keys.user_room(alice), namespace="/")
+        assert a.wait_for("notification", lambda n: n.get("probe") == 1)
+    finally:
+        support.stop_process(proc)

@@ -36,3 +36,10 @@ def test_redis_pool_read_from_env():
     assert s.redis_max_connections == 8 and s.redis_pool_wait_s == 0.5
     with pytest.raises(SettingsError):
         Settings.from_env({"REDIS_MAX_CONNECTIONS": "0"})
+
+
+def test_fanout_routing_is_rooms_unless_set_to_broadcast():
+    assert Settings.from_env({}).fanout_rooms
+    assert not Settings.from_env({"FANOUT_ROUTING": "Broadcast"}).fanout_rooms
+    with pytest.raises(SettingsError):
+        Settings.from_env({"JWT_SECRET": "x" * 40, "FANOUT_ROUTING": "per-node"}).check_edge_safe()
