@@ -79,8 +79,12 @@ def test_rate_limit_then_disconnect_on_sustained_abuse(clients):
     acks = []
     n = 90
     started = _time.monotonic()
+    # A payload refused before any I/O: the token is taken first, and a socket's events run
+    # one after another, so a handler slower than 1/20 s (a database lookup on a big dev
+    # database) would pace the burst to the refill rate and nothing would be refused.
+    bad = "not an object"
     for _ in range(n):
-        c.sio.emit("history", {"conversation_id": "x"}, callback=lambda ack: acks.append(ack))
+        c.sio.emit("history", bad, callback=lambda ack: acks.append(ack))
     support.eventually(lambda: len(acks) == n)
     elapsed = _time.monotonic() - started
     codes = [a["error"]["code"] for a in acks]
@@ -94,5 +98,5 @@ def test_rate_limit_then_disconnect_on_sustained_abuse(clients):
     for _ in range(300):
         if not c.sio.connected:
             break
-        c.sio.emit("history", {"conversation_id": "x"})
+        c.sio.emit("history", bad)
     assert c.disconnected.wait(5)

@@ -12,7 +12,6 @@ from realtime.errors import ApiError
 from realtime.settings import Settings
 
 SECRET = "a-test-secret-that-is-long-enough-32b"
-NOW = time.time()
 
 
 def _rsa():
@@ -34,7 +33,10 @@ EC_KEY, EC_PUB = _ec()
 
 
 def claims(**over):
-    base = {"sub": "alice", "exp": int(NOW + 600), "iat": int(NOW)}
+    # Read at each call, not at import: PyJWT checks `exp` against the real clock, and a
+    # full suite reaches these tests more than 600 s after collecting them.
+    now = time.time()
+    base = {"sub": "alice", "exp": int(now + 600), "iat": int(now)}
     base.update(over)
     return base
 
@@ -52,10 +54,10 @@ ASYM = Settings(jwt_algorithms=("RS256", "ES256"),
 
 
 def test_hs256_valid_token_gives_identity():
-    tok = jwt.encode(claims(sid="s1", did="phone"), SECRET, algorithm="HS256")
-    ident = auth.verify(tok, HS)
+    body = claims(sid="s1", did="phone")
+    ident = auth.verify(jwt.encode(body, SECRET, algorithm="HS256"), HS)
     assert (ident.user_id, ident.session_id, ident.device_id) == ("alice", "s1", "phone")
-    assert ident.expires_at == int(NOW + 600)
+    assert ident.expires_at == body["exp"]
 
 
 def test_wrong_secret_is_invalid():
@@ -64,7 +66,7 @@ def test_wrong_secret_is_invalid():
 
 
 def test_expired_token_is_expired():
-    tok = jwt.encode(claims(exp=int(NOW - 60)), SECRET, algorithm="HS256")
+    tok = jwt.encode(claims(exp=int(time.time() - 60)), SECRET, algorithm="HS256")
     assert code_of(tok, HS) == "auth_expired"
 
 
