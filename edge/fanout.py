@@ -9,7 +9,7 @@ subscription.
 
 With routing on (realtime.fanout, FANOUT_ROUTING=rooms) a node also reads the
 channel of every user or conversation room it has a member in, and nothing of the
-others (RoomRoutingListener).
+others (LeanChannelListener).
 """
 from __future__ import annotations
 
