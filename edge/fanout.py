@@ -80,6 +80,10 @@ class RoomIndexMixin:
         return [room for room in self.rooms_of.get(namespace, {}).get(sid, ()) if room is not None]
 
 
+def _nothing_to_confirm() -> None:
+    return None
+
+
 class NodeRedisManager(RoomIndexMixin, socketio.RedisManager):
     # Whether emits to user/conversation rooms are published on their own channels
     # (set by make_manager; only with a listener that reads them).
@@ -99,6 +103,12 @@ class NodeRedisManager(RoomIndexMixin, socketio.RedisManager):
             kwargs["ignore_queue"] = True
         return super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
                             callback=callback, **kwargs)
+
+    def enter_room_then_confirm(self, sid, namespace, room, eio_sid=None):
+        """Enter `room` and return what waits until emits to it reach this node (here
+        nothing: the one channel is always read; see LeanChannelListener)."""
+        self.enter_room(sid, namespace, room, eio_sid=eio_sid)
+        return _nothing_to_confirm
 
     @property
     def listening(self) -> bool:
@@ -233,17 +243,25 @@ class LeanChannelListener:
         not within ROOM_SUBSCRIBE_TIMEOUT_S, the entry is undone and FanoutUnavailable
         raised. (python-socketio's own handling of a remote `enter_room` message calls
         the base manager's enter_room, never this: the listener never waits on itself.)"""
-        members = self.rooms.get(namespace or "/", {}).get(room)
+        self.enter_room_then_confirm(sid, namespace, room, eio_sid=eio_sid)()
+
+    def enter_room_then_confirm(self, sid, namespace, room, eio_sid=None):
+        """Enter `room` now; the callable returned waits for the room's channel, and on a
+        timeout undoes the entry and raises FanoutUnavailable. A caller can overlap that
+        round trip with its own (the connect's registry write)."""
+        namespace = namespace or "/"
+        members = self.rooms.get(namespace, {}).get(room)
         was_member = members is not None and sid in members
         super().enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if not self.routing or not routing.is_routed_room(room) or was_member:
-            return
-        namespace = namespace or "/"
-        if sid not in self.rooms.get(namespace, {}).get(room, ()):
-            return   # not a socket of this node: another node enters it
-        if not self.wait_room_channel(namespace, room, self.ROOM_SUBSCRIBE_TIMEOUT_S):
-            self.basic_leave_room(sid, namespace, room)
-            raise FanoutUnavailable(f"could not subscribe to the channel of {room}")
+        if (not self.routing or not routing.is_routed_room(room) or was_member
+                or sid not in self.rooms.get(namespace, {}).get(room, ())):   # not a socket of this node
+            return _nothing_to_confirm
+
+        def confirm() -> None:
+            if not self.wait_room_channel(namespace, room, self.ROOM_SUBSCRIBE_TIMEOUT_S):
+                self.basic_leave_room(sid, namespace, room)
+                raise FanoutUnavailable(f"could not subscribe to the channel of {room}")
+        return confirm
 
     def wait_room_channel(self, namespace: str, room: str, timeout: float) -> bool:
         """Whether the room's channel is confirmed (or no longer wanted) within `timeout`."""

@@ -232,28 +232,46 @@ class EdgeNode:
         return identity
 
     def _bind(self, session: SocketSession, identity: auth.Identity, device_hint: Any) -> None:
-        first = not session.authenticated
-        if first:
-            # First, as it can fail (FanoutUnavailable, a RedisError): then nothing of the
-            # session has changed. Once it returns, emits to the user reach this node.
-            self.sio.enter_room(session.sid, keys.user_room(identity.user_id))
-        session.user_id = identity.user_id
-        session.expires_at = identity.expires_at
-        if first:
+        if not session.authenticated:
             if identity.device_id:
-                session.device_id = identity.device_id
+                device_id = identity.device_id
             elif isinstance(device_hint, str) and 0 < len(device_hint) <= 128:
-                session.device_id = device_hint
+                device_id = device_hint
             else:
-                session.device_id = session.sid
-            self.save_connection(session)
+                device_id = session.sid
+            self._register(session, identity.user_id, device_id)
             for hook in self.on_authenticated_hooks:
                 try:
                     hook(self, session)
                 except Exception:
                     log.exception("authenticated hook failed for %s", session.sid)
+        session.expires_at = identity.expires_at
         self.sessions.bind_auth_session(session, identity.session_id)
         self.deadlines.schedule(identity.expires_at, "token_expiry", session.sid)
+
+    def _register(self, session: SocketSession, user_id: str, device_id: str) -> None:
+        """Bind the socket to its user: the user's room (whose channel this node must read
+        before the CONNECT or `authenticated` goes out, edge.fanout) and the registry entry.
+        The two Redis round trips overlap. If either fails (a RedisError), neither stays and
+        the session is unbound again."""
+        room = keys.user_room(user_id)
+        confirm_room = self.sio.manager.enter_room_then_confirm(session.sid, "/", room)
+        session.user_id, session.device_id = user_id, device_id
+        try:
+            self.save_connection(session)
+        except redis.RedisError:
+            self.sio.leave_room(session.sid, room)
+            session.user_id = session.device_id = None
+            raise
+        try:
+            confirm_room()
+        except redis.RedisError:
+            try:
+                self.registry.remove(session.sid, user_id, self.node_id)
+            except redis.RedisError:
+                pass   # the node's reconcile removes entries of sockets gone
+            session.user_id = session.device_id = None
+            raise
 
     def authenticated_payload(self, session: SocketSession) -> dict:
         return {
