@@ -11,7 +11,8 @@ import argparse
 import json
 import time
 
-from realtime.fanout import ROUTING_MODES, RoutedRedisManager
+from realtime.fanout import RoutedRedisManager
+from realtime.settings import FANOUT_ROUTING_MODES
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--event", default="message_new")
     ap.add_argument("--body-bytes", type=int, default=100)
-    ap.add_argument("--routing", choices=ROUTING_MODES, default="rooms")
+    ap.add_argument("--routing", choices=FANOUT_ROUTING_MODES, default="rooms")
     args = ap.parse_args()
     targets = json.load(open(args.targets))
     mgr = RoutedRedisManager(args.redis, args.channel, routing=args.routing == "rooms")

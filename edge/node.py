@@ -36,6 +36,11 @@ REVOCATION_RETRY_S = 1.0
 HEARTBEATS_PER_NODE_TIMEOUT = 4
 
 
+def _refused(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused CONNECT, with the error the client reads in `connect_error`."""
+    return socketio.exceptions.ConnectionRefusedError(message, {"code": code, "message": message})
+
+
 class _EngineIOServer(engineio.Server):
     """Engine.IO sids start with the node id (`edge1.xxxx`) so that a load
     balancer can route every later request of a session to the node that owns
@@ -188,20 +193,17 @@ class EdgeNode:
         try:
             identity = self._verify(token)
         except ApiError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(
-                exc.message, {"code": exc.code, "message": exc.message}) from None
+            raise _refused(exc.code, exc.message) from None
         except redis.RedisError:
-            raise socketio.exceptions.ConnectionRefusedError(
-                "service unavailable", {"code": "unavailable", "message": "service unavailable"}) from None
+            raise _refused("unavailable", "service unavailable") from None
         self.sessions.add(session)
         try:
             self._bind(session, identity, device_hint)
         except redis.RedisError:
-            # The user's room could not be routed to this node (edge.fanout): refused,
-            # and nothing was bound.
+            # The registry write or the user room's channel failed (_register): nothing
+            # stayed bound.
             self.sessions.remove(sid)
-            raise socketio.exceptions.ConnectionRefusedError(
-                "service unavailable", {"code": "unavailable", "message": "service unavailable"}) from None
+            raise _refused("unavailable", "service unavailable") from None
         # Sent after the CONNECT packet, which goes out when this handler returns.
         self.start_background(self._announce_authenticated, sid)
         return True

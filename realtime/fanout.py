@@ -30,8 +30,6 @@ from . import keys
 
 log = logging.getLogger(__name__)
 
-ROUTING_MODES = ("rooms", "broadcast")
-
 
 def is_routed_room(room: Any) -> bool:
     """Whether emits to `room` travel on a channel of their own. Only rooms of

@@ -15,6 +15,10 @@ from typing import Mapping
 DEV_JWT_SECRET = "dev-secret-do-not-use-in-production"
 
 
+# FANOUT_ROUTING values (realtime/fanout.py).
+FANOUT_ROUTING_MODES = ("rooms", "broadcast")
+
+
 class SettingsError(RuntimeError):
     """The configuration is unsafe or inconsistent; the process must not start."""
 
@@ -181,6 +185,10 @@ class Settings:
         redis_max_connections = _int(env, "REDIS_MAX_CONNECTIONS", cls.redis_max_connections)
         if redis_max_connections < 1:
             raise SettingsError("REDIS_MAX_CONNECTIONS must be at least 1")
+        # Read by edge nodes and workers alike: a typo must not leave them disagreeing.
+        fanout_routing = (env.get("FANOUT_ROUTING") or cls.fanout_routing).strip().lower()
+        if fanout_routing not in FANOUT_ROUTING_MODES:
+            raise SettingsError(f"FANOUT_ROUTING must be one of {', '.join(FANOUT_ROUTING_MODES)}")
         return cls(
             redis_url=env.get("REDIS_URL") or cls.redis_url,
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or cls.kafka_bootstrap,
@@ -232,7 +240,7 @@ class Settings:
             edge_ws_max_buffered_bytes=_int(env, "EDGE_WS_MAX_BUFFERED_BYTES", cls.edge_ws_max_buffered_bytes),
             edge_gc_young_threshold=_int(env, "EDGE_GC_YOUNG_THRESHOLD", cls.edge_gc_young_threshold),
             edge_gc_freeze=_flag(env.get("EDGE_GC_FREEZE", "1")),
-            fanout_routing=(env.get("FANOUT_ROUTING") or cls.fanout_routing).strip().lower(),
+            fanout_routing=fanout_routing,
         )
 
     @property
@@ -257,8 +265,6 @@ class Settings:
         """Refuse settings that must never reach production (PROTOCOL §12)."""
         if self.edge_async_mode not in {"eventlet", "gevent"}:
             raise SettingsError("EDGE_ASYNC_MODE must be 'eventlet' or 'gevent'")
-        if self.fanout_routing not in {"rooms", "broadcast"}:
-            raise SettingsError("FANOUT_ROUTING must be 'rooms' or 'broadcast'")
         uses_hmac = any(alg.startswith("HS") for alg in self.jwt_algorithms)
         if "none" in {a.lower() for a in self.jwt_algorithms}:
             raise SettingsError("JWT_ALGORITHMS must not contain 'none'")
