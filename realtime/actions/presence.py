@@ -134,6 +134,7 @@ def settle_due(ctx: Context, *, limit: int = SETTLE_BATCH) -> int:
     window = coalesce_s()
     announced: list[dict] = []
     events: list[envelope.Envelope] = []
+    released: list[str] = [repr(lease_until)]
     pipe = r.pipeline(transaction=False)
     for user_id in user_ids:
         decision = policy.decide(states[user_id], now, grace_s=grace, coalesce_s=window)
@@ -142,9 +143,10 @@ def settle_due(ctx: Context, *, limit: int = SETTLE_BATCH) -> int:
             payload = wire(user_id, decision.announce)
             announced.append(payload)
             events.append(_event(ctx, user_id, payload, now))
-        recheck = "" if decision.recheck_at is None else repr(decision.recheck_at)
-        store.scripts(r).release(keys=[keys.PRESENCE_DUE, keys.PRESENCE_LEASES],
-                                 args=[user_id, repr(lease_until), recheck], client=pipe)
+        released += (user_id, "" if decision.recheck_at is None else repr(decision.recheck_at))
+    # After the announced states, in the same pipeline: a user is claimable again only
+    # once what was announced about it is written.
+    store.scripts(r).release(keys=[keys.PRESENCE_DUE, keys.PRESENCE_LEASES], args=released, client=pipe)
     # Write what was announced first, then the outbox, then tell the subscribers.
     pipe.execute()
     if announced:

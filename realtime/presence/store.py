@@ -40,19 +40,24 @@ end
 return claimed
 """
 
-# KEYS[1] due zset, KEYS[2] leases hash; ARGV: user_id, lease_until, recheck_at ('' for none).
-# Ends the lease.
-# If nobody nominated the user while it was settled (score still the lease),
-# replace the lease by the recheck time (or drop it); otherwise a newer
+# KEYS[1] due zset, KEYS[2] leases hash; ARGV: lease_until, then a (user_id, recheck_at)
+# pair per user settled ('' for no recheck). Ends the leases of a settled batch.
+# For each user: if nobody nominated the user while it was settled (score still the
+# lease), replace the lease by the recheck time (or drop it); otherwise a newer
 # nomination is there and stays, moved earlier to the recheck if that is sooner.
+# One call per batch: a connect storm settles a thousand users at a time.
 _RELEASE = """
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) == tonumber(ARGV[2]) then
-  if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1])
-  else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
-elseif ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[1], 'LT', ARGV[3], ARGV[1])
+local lease = ARGV[1]
+for i = 2, #ARGV, 2 do
+  local id, recheck = ARGV[i], ARGV[i + 1]
+  if redis.call('HGET', KEYS[2], id) == lease then redis.call('HDEL', KEYS[2], id) end
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) == tonumber(lease) then
+    if recheck == '' then redis.call('ZREM', KEYS[1], id)
+    else redis.call('ZADD', KEYS[1], recheck, id) end
+  elseif recheck ~= '' then
+    redis.call('ZADD', KEYS[1], 'LT', recheck, id)
+  end
 end
 return 1
 """

@@ -2,6 +2,7 @@
 import time
 
 import orjson
+import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
@@ -134,7 +135,33 @@ def test_a_user_being_settled_is_not_claimed_by_a_second_settler():
         assert scripts.claim(**claim) == [user]
         r.zadd(due, {user: now}, lt=True)      # a socket event on another node meanwhile
         assert scripts.claim(**claim) == []
-        scripts.release(keys=[due, leases], args=[user, lease, ""])
+        scripts.release(keys=[due, leases], args=[lease, user, ""])
         assert scripts.claim(**dict(claim, args=[repr(now), repr(now + 20), 100000])) == [user]
+    finally:
+        r.delete(due, leases)
+
+
+def test_a_settled_batch_is_released_in_one_call():
+    """Each user of the batch: the lease ends; with no newer nomination its due entry is
+    dropped or moved to its recheck; a newer nomination stays, moved earlier only."""
+    from realtime.presence import store
+    r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
+    done, later, renominated, soon = (unique(n) for n in ("done", "later", "renominated", "soon"))
+    due, leases = unique("test:presence:due"), unique("test:presence:leases")
+    now = time.time()
+    scripts = store.scripts(r)
+    lease = repr(now + store.CLAIM_LEASE_S)
+    try:
+        r.zadd(due, {u: now - 1 for u in (done, later, renominated, soon)})
+        assert sorted(scripts.claim(keys=[due, leases], args=[repr(now), lease, 100])) == sorted(
+            [done, later, renominated, soon])
+        r.zadd(due, {renominated: now + 30, soon: now + 1}, lt=True)   # nominated while settled
+        scripts.release(keys=[due, leases], args=[lease, done, "", later, repr(now + 60),
+                                                  renominated, repr(now + 5), soon, repr(now + 5)])
+        assert r.hgetall(leases) == {}
+        assert r.zscore(due, done) is None
+        assert r.zscore(due, later) == pytest.approx(now + 60)
+        assert r.zscore(due, renominated) == pytest.approx(now + 5)   # the recheck is sooner
+        assert r.zscore(due, soon) == pytest.approx(now + 1)          # the nomination is sooner
     finally:
         r.delete(due, leases)
