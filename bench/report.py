@@ -36,7 +36,8 @@ def rows(results: dict) -> list[tuple[str, str, object, object, object, str]]:
     for i, w in enumerate(e.get("W1") or n.get("W1") or []):
         c = w.get("clients")
         for key, label, better in (("connected", "connected", HIGHER), ("kb_per_connection", "KB per connection", LOWER),
-                                   ("connect_p50_ms", "connect p50 ms", LOWER), ("connect_p99_ms", "connect p99 ms", LOWER)):
+                                   ("connect_p50_ms", "connect p50 ms", LOWER), ("connect_p99_ms", "connect p99 ms", LOWER),
+                                   ("connect_cpu_us", "server CPU per connect µs", LOWER)):
             out.append((f"W1 {c:,} idle connections", label, _get(e, "W1", i, key), _get(n, "W1", i, key),
                         _get(st, "W1", i, key), better))
 

@@ -215,10 +215,15 @@ def clients(users: Users, servers: ServerSet, indices, join: dict[int, list[str]
 # ------------------------------------------------------------------ workloads
 def w1_idle(servers: ServerSet, users: Users, n: int) -> dict:
     rss0 = sum(servers.rss()[:2])
-    gen = LoadGen({"mode": "idle", "clients": clients(users, servers, range(n)),
-                   "connect_concurrency": CONNECT_CONCURRENCY}, f"w1-{servers.kind}-{n}")
+    spec = {"mode": "idle", "clients": clients(users, servers, range(n)), "connect_concurrency": CONNECT_CONCURRENCY}
+    # CPU per connect: what the two serving processes spent from the first connect to the
+    # last (/proc accounting; steadier than connect latency, which both servers' run-to-run
+    # noise moves by up to 2x).
+    storm_cpu0 = servers.cpu()
+    gen = LoadGen(spec, f"w1-{servers.kind}-{n}")
     try:
         connected = gen.next(timeout=600)
+        storm_cpu = [b - a for a, b in zip(storm_cpu0, servers.cpu())]
         time.sleep(3)
         rss1 = sum(servers.rss()[:2])
         cpu0 = servers.cpu()
@@ -234,6 +239,7 @@ def w1_idle(servers: ServerSet, users: Users, n: int) -> dict:
             "connect_p99_ms": connected["connect"]["p99_ms"],
             "rss_before_mb": round(rss0 / 2**20, 1), "rss_after_mb": round(rss1 / 2**20, 1),
             "kb_per_connection": round((rss1 - rss0) / conns / 1024, 1),
+            "connect_cpu_us": round(sum(storm_cpu[:2]) / conns * 1e6),
             "idle_cpu_pct_5s": round(sum(idle_cpu[:2]) / 5 * 100, 1),
             "generator_cpu_s": done.get("generator_cpu_s")}
 
