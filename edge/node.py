@@ -63,12 +63,24 @@ class _EngineIOServer(engineio.Server):
 
 
 class _SocketIOServer(socketio.Server):
+    # Called with (eio_sid, namespace) right after a CONNECT was answered (accepted or
+    # refused), in the same greenthread: what it sends follows the CONNECT packet.
+    after_connect = None
+
     def __init__(self, node_id: str, fast_broadcast: bool = False, ws_max_buffered_bytes: int = 0,
                  **kwargs):
         self._node_id = node_id
         self._fast_broadcast = fast_broadcast
         self._ws_max_buffered_bytes = ws_max_buffered_bytes
         super().__init__(**kwargs)
+
+    def _handle_connect(self, eio_sid, namespace, data):
+        super()._handle_connect(eio_sid, namespace, data)
+        if self.after_connect is not None:
+            try:
+                self.after_connect(eio_sid, namespace or "/")
+            except Exception:
+                log.exception("after-connect hook failed for %s", eio_sid)
 
     def _engineio_server_class(self):
         node_id = self._node_id
@@ -139,6 +151,7 @@ class EdgeNode:
         self.after_send_hooks: list = []
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
+        self.sio.after_connect = self._after_connect
 
     # --- plumbing -----------------------------------------------------------------
     def _emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
@@ -204,9 +217,7 @@ class EdgeNode:
             # stayed bound.
             self.sessions.remove(sid)
             raise _refused("unavailable", "service unavailable") from None
-        # Sent after the CONNECT packet, which goes out when this handler returns.
-        self.start_background(self._announce_authenticated, sid)
-        return True
+        return True   # then _after_connect announces it, right after the CONNECT packet
 
     def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.sessions.remove(sid)
@@ -283,8 +294,13 @@ class EdgeNode:
             "expires_at": timeutil.iso(session.expires_at),
         }
 
-    def _announce_authenticated(self, sid: str) -> None:
-        session = self.sessions.get(sid)
+    def _after_connect(self, eio_sid: str, namespace: str) -> None:
+        """`authenticated` for a socket that authenticated in its CONNECT, sent in the
+        same pass of the hub as the CONNECT packet (one write to the client). Spawned
+        instead, it waited behind every greenthread ready meanwhile: in a connect storm,
+        a good part of a connect's latency."""
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, namespace)
+        session = self.sessions.get(sid) if sid is not None else None
         if session is not None and session.authenticated:
             self.sio.emit("authenticated", self.authenticated_payload(session), to=sid)
 
