@@ -549,20 +549,26 @@ class _Upgrade:
             return []
         green = environ["eventlet.input"].get_socket()
         accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest())
-        # No Sec-WebSocket-Extensions: compression is refused (edge.server).
-        green.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         raw = green.fd.dup()  # ours; eventlet closes its own descriptor when the request ends
         raw.setblocking(False)
         environ[DETACHED] = True
         wsgi.WSGI_LOCAL.already_handled = True
-        adopt(self.eio, raw, self.server, self.max_buffered)
+        # No Sec-WebSocket-Extensions: compression is refused (edge.server). The response
+        # leaves with the Engine.IO OPEN packet, in one send: on loopback, where a send
+        # also runs the receiver's side of TCP, each costs tens of µs.
+        adopt(self.eio, raw, self.server, self.max_buffered,
+              preface=b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         return []
 
 
-def adopt(eio_socket, raw, server, max_buffered: int) -> WebSocketConnection:
+def adopt(eio_socket, raw, server, max_buffered: int, preface: bytes = b"") -> WebSocketConnection:
+    """Serve `raw` as the socket's websocket; `preface` (the handshake response) is
+    written before any frame."""
     conn = WebSocketConnection(raw, eio_socket, max_message=int(server.max_http_buffer_size),
                                max_buffered=max_buffered)
+    if preface:
+        conn.write(preface)
     eio_socket.__class__ = DirectSocket
     eio_socket._conn = conn
     if eio_socket.connected:  # a polling session upgrading: hold sends until UPGRADE
