@@ -35,6 +35,13 @@ SCHEDULE = {
         "schedule": 0.5,
         "options": {"expires": 2},
     },
+    # Call participants left with no socket and no reconnect grace (the edge's disconnect
+    # batch gave up during a Redis outage): their grace starts within this tick.
+    "reconcile-call-devices": {
+        "task": "tasks.calls.reconcile_devices",
+        "schedule": 15.0,
+        "options": {"expires": 10},
+    },
     # Presence: silent edge nodes' users go offline within
     # PRESENCE_NODE_TIMEOUT_S + 10 s (PROTOCOL §5); this tick is part of that bound.
     "presence-sweep": {

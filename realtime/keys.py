@@ -82,6 +82,9 @@ def call_lock(conversation_id: str) -> str:
 
 # zset "<kind>|<call_id>|<user_id>|<device_id>" -> when to re-check (epoch s)
 CALL_DEADLINES = "rt:call:deadlines"
+# set of the ids of calls not ended (realtime.calls.store.save keeps it): what the sweep
+# for participant devices left without a socket and without a grace looks through.
+CALLS_LIVE = "rt:calls:live"
 
 
 # --- Presence (PROTOCOL §5) ---------------------------------------------------------

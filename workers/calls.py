@@ -42,3 +42,8 @@ def sweep_deadlines(budget_s: float) -> int:
         if len(members) < 200:
             break
     return handled
+
+
+def reconcile_devices() -> int:
+    """Graces the edge could not start (realtime.actions.calls.devices_without_socket)."""
+    return calls.devices_without_socket(runtime.context())

@@ -336,14 +336,39 @@ def devices_gone(ctx: Context, user_ids) -> int:
         state = store.load(r, call_id) if call_id else None
         if state is None or state.status == machine.ENDED:
             continue
-        for party in state.participant_devices(user_id):
-            if party.key in state.gone_since or _device_connected(ctx, user_id, party.device_id):
-                continue
-            try:
-                _transition(ctx, call_id, None, machine.DeviceGone(party))
-                started += 1
-            except ApiError as exc:
-                log.info("call %s: dead-node device %s not recorded: %s", call_id, party, exc.message)
+        started += _start_graces(ctx, state, state.participant_devices(user_id))
+    return started
+
+
+def devices_without_socket(ctx: Context) -> int:
+    """Start the reconnect grace of every live call's participant device that has no
+    socket anywhere and no grace running. The edge starts it when the device's last
+    socket closes, in its disconnect batch; a batch given up after its retries (Redis
+    out for longer than they last) would leave the device in the call for good.
+    Returns how many graces were started."""
+    r = ctx.redis
+    started = 0
+    for call_id in store.live_call_ids(r):
+        state = store.load(r, call_id)
+        if state is None or state.status == machine.ENDED:
+            store.forget_live(r, call_id)
+            continue
+        started += _start_graces(ctx, state, state.participants)
+    return started
+
+
+def _start_graces(ctx: Context, state: CallState, parties: list[Party]) -> int:
+    """DeviceGone for each of these parties with no socket and no grace yet (the
+    machine re-checks under the call's lock; the grace itself re-checks the socket)."""
+    started = 0
+    for party in parties:
+        if party.key in state.gone_since or _device_connected(ctx, party.user_id, party.device_id):
+            continue
+        try:
+            _transition(ctx, state.call_id, None, machine.DeviceGone(party))
+            started += 1
+        except ApiError as exc:
+            log.info("call %s: socketless device %s not recorded: %s", state.call_id, party, exc.message)
     return started
 
 

@@ -55,9 +55,21 @@ def save(r: redis.Redis, state: CallState) -> None:
     pipe.set(keys.call_state(state.call_id), orjson.dumps(state.to_dict()), ex=ttl)
     if state.status == "ended":
         pipe.eval(_DELETE_IF_EQUALS, 1, keys.call_of_conversation(state.conversation_id), state.call_id)
+        pipe.srem(keys.CALLS_LIVE, state.call_id)
     else:
         pipe.set(keys.call_of_conversation(state.conversation_id), state.call_id, ex=LIVE_STATE_TTL_S)
+        pipe.sadd(keys.CALLS_LIVE, state.call_id)
     pipe.execute()
+
+
+def live_call_ids(r: redis.Redis) -> list[str]:
+    return [c.decode() if isinstance(c, bytes) else c for c in r.smembers(keys.CALLS_LIVE)]
+
+
+def forget_live(r: redis.Redis, call_id: str) -> None:
+    """Out of the live index: a call whose state expired, or ended by a process that
+    died between its two writes."""
+    r.srem(keys.CALLS_LIVE, call_id)
 
 
 def current_call_of_conversation(r: redis.Redis, conversation_id: str) -> str | None:
