@@ -94,11 +94,9 @@ def _on_disconnects(node, sessions: list) -> None:
 
     A RedisError goes to the batcher, which calls again with the same list: each device
     done is removed from it first, so a retry does not start its grace again, later.
-    Nothing else covers a grace given up on after the retries: the call sweep
-    (devices_on_dead_nodes) and the node settlement (devices_gone) find only sockets
-    still registered to a dead node, and this one is unregistered. The device then
-    stays a participant, with no connection_lost, until the call ends, the device
-    leaves, or it reconnects and closes again."""
+    A grace given up on after the retries is started later by the workers' reconcile
+    of live calls (realtime.actions.calls.devices_without_socket, every 15 s): the
+    device is unregistered and has no grace running."""
     in_call = calls.calls_of_users(node.ctx, list(dict.fromkeys(s.user_id for s in sessions)))
     if not in_call:
         return
