@@ -296,9 +296,8 @@ class EdgeNode:
 
     def _after_connect(self, eio_sid: str, namespace: str) -> None:
         """`authenticated` for a socket that authenticated in its CONNECT, sent in the
-        same pass of the hub as the CONNECT packet (one write to the client). Spawned
-        instead, it waited behind every greenthread ready meanwhile: in a connect storm,
-        a good part of a connect's latency."""
+        same pass of the hub as the CONNECT packet: one write to the client, and no
+        greenthread of its own."""
         sid = self.sio.manager.sid_from_eio_sid(eio_sid, namespace)
         session = self.sessions.get(sid) if sid is not None else None
         if session is not None and session.authenticated:

@@ -127,7 +127,7 @@ def _hmac_claims(token: str, header: dict, secret: str) -> dict:
     return claims
 
 
-def _numeric_date(claims: dict, name: str) -> float:
+def _numeric_date(claims: dict, name: str) -> int:
     """A NumericDate claim (RFC 7519 §2) as PyJWT reads it: anything int() takes."""
     try:
         return int(claims[name])
@@ -136,9 +136,9 @@ def _numeric_date(claims: dict, name: str) -> float:
 
 
 def _check_claims(claims: dict, settings: Settings, now: float) -> None:
-    """PyJWT's claim rules for the options verify() used to pass it: `exp` and `sub`
-    required, `iat`/`nbf` not in the future, `exp` not past (with JWT_LEEWAY_S), the
-    audience and issuer when configured, `sub` and `jti` strings."""
+    """PyJWT's claim rules, with these options: `exp` and `sub` required, `iat`/`nbf`
+    not in the future and `exp` not past (with JWT_LEEWAY_S), the audience and issuer
+    checked when configured, `sub` and `jti` strings."""
     for name in ("exp", "sub"):
         if claims.get(name) is None:
             raise ApiError(AUTH_INVALID, f"token claim {name} missing")
