@@ -219,24 +219,27 @@ class LeanChannelListener:
             self.server.start_background_task(self._write_subscriptions_forever)
 
     # --- which channels --------------------------------------------------------------
+    def _routed_channel(self, namespace, room) -> str | None:
+        """The room's own channel when its emits are routed (realtime.fanout), else None."""
+        if self.routing and routing.is_routed_room(room):
+            return routing.room_channel(self.channel, namespace, room)
+        return None
+
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if self.routing and routing.is_routed_room(room):
-            channel = routing.room_channel(self.channel, namespace, room)
-            if channel not in self._wanted:
-                self._wanted.add(channel)
-                self._changed.add(channel)
-                self._wake_writer()
+        channel = self._routed_channel(namespace, room)
+        if channel is not None and channel not in self._wanted:
+            self._wanted.add(channel)
+            self._changed.add(channel)
+            self._wake_writer()
 
     def basic_leave_room(self, sid, namespace, room):
         super().basic_leave_room(sid, namespace, room)
-        if (self.routing and routing.is_routed_room(room)
-                and room not in self.rooms.get(namespace, {})):
-            channel = routing.room_channel(self.channel, namespace, room)
-            if channel in self._wanted:
-                self._wanted.discard(channel)
-                self._changed.add(channel)
-                self._wake_writer()
+        channel = self._routed_channel(namespace, room)
+        if channel in self._wanted and room not in self.rooms.get(namespace, {}):   # the last member left
+            self._wanted.discard(channel)
+            self._changed.add(channel)
+            self._wake_writer()
 
     def enter_room(self, sid, namespace, room, eio_sid=None):
         """A local socket's entry returns once the room's channel is confirmed; if it is
@@ -253,7 +256,7 @@ class LeanChannelListener:
         members = self.rooms.get(namespace, {}).get(room)
         was_member = members is not None and sid in members
         super().enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if (not self.routing or not routing.is_routed_room(room) or was_member
+        if (self._routed_channel(namespace, room) is None or was_member
                 or sid not in self.rooms.get(namespace, {}).get(room, ())):   # not a socket of this node
             return _nothing_to_confirm
 
