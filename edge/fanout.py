@@ -43,11 +43,20 @@ class RoomIndexMixin:
     run, growing with the square of the node's size. The index follows every
     change of the room table, which python-socketio only makes through
     basic_enter_room / basic_leave_room.
+
+    Likewise the sockets between pre_disconnect and disconnect are kept in dicts
+    (insertion-ordered sets) instead of python-socketio's lists: a disconnect waits
+    for its registry write (edge.registry), so in a disconnect storm thousands are
+    pending at once, and every `is_connected` scanned the list.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.rooms_of: dict[str, dict[str, set]] = {}   # namespace -> sid -> rooms
+
+    def pre_disconnect(self, sid, namespace):
+        self.pending_disconnect.setdefault(namespace, {})[sid] = None
+        return self.rooms[namespace][None].get(sid)
 
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
@@ -72,7 +81,10 @@ class RoomIndexMixin:
         for pending in (self.pending_connect, self.pending_disconnect):
             sids = pending.get(namespace)
             if sids is not None and sid in sids:
-                sids.remove(sid)
+                if isinstance(sids, dict):
+                    del sids[sid]
+                else:
+                    sids.remove(sid)
                 if not sids:
                     del pending[namespace]
 

@@ -3,11 +3,12 @@
 In a connect or disconnect storm every socket registers or unregisters itself, and
 each of those was a pipeline of its own: a round trip, a pooled connection and
 redis-py's per-pipeline Python work, hundreds at once (the pool ran dry in a 5,000
-socket disconnect). Here the writes that arrive while one pipeline is in flight go
+socket disconnect). Here the writes that arrive while one batch is in flight go
 together in the next one. Every caller still waits for its own batch, so a socket is
 in the registry when `save` returns, as before, and a Redis failure reaches each
 caller of the failed batch. Batches run one after another, in submission order, so a
-save and a later remove of the same socket are applied in that order.
+save and a later remove of the same socket are applied in that order. A batch is one
+command (realtime.connections.apply), applied in the order its writes came.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class _Batch:
     __slots__ = ("ops", "done", "error")
 
     def __init__(self, done):
-        self.ops: list[Callable] = []
+        self.ops: list[connections.Write] = []
         self.done = done
         self.error: Exception | None = None
 
@@ -34,14 +35,15 @@ class RegistryWriter:
         self.make_event = make_event  # threading.Event-like: set() / wait()
         self.pending: _Batch | None = None
         self.flushing = False
+        self.apply = connections.apply   # (redis, writes): one batch
 
     def save(self, conn: connections.Connection) -> None:
-        self._run(lambda pipe: connections.save(pipe, conn))
+        self._run(conn)
 
     def remove(self, sid: str, user_id: str, node_id: str) -> None:
-        self._run(lambda pipe: connections.remove(pipe, sid, user_id, node_id))
+        self._run((sid, user_id, node_id))
 
-    def _run(self, op: Callable) -> None:
+    def _run(self, op: connections.Write) -> None:
         batch = self.pending
         if batch is None:
             batch = self.pending = _Batch(self.make_event())
@@ -58,10 +60,7 @@ class RegistryWriter:
             while self.pending is not None:
                 batch, self.pending = self.pending, None
                 try:
-                    pipe = self.redis.pipeline(transaction=False)
-                    for op in batch.ops:
-                        op(pipe)
-                    pipe.execute()
+                    self.apply(self.redis, batch.ops)
                 except redis.RedisError as exc:
                     batch.error = exc
                 except Exception as exc:  # pragma: no cover - never leave callers waiting

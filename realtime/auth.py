@@ -37,7 +37,7 @@ _HMAC_DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hash
 # alphabet, checked whole because the decoder skips what it does not know; the padding
 # some issuers keep (AWS ALB) is accepted, as PyJWT does.
 _B64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]*={0,2}")
-_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")   # bytes.translate: ~6x str.translate
 _B64URL_VALUE = {c: i for i, c in enumerate(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
 
@@ -96,7 +96,8 @@ def _b64url(segment: str) -> bytes:
     tail = len(stripped) % 4   # 2 or 3 characters in the last group: 4 or 2 unused bits
     if tail and _B64URL_VALUE[stripped[-1]] & (0x0F if tail == 2 else 0x03):
         raise ValueError("not the canonical base64url encoding")
-    return binascii.a2b_base64(stripped.translate(_URLSAFE_TO_STANDARD) + "=" * (-len(stripped) % 4))
+    # ASCII only: the pattern above allowed nothing else.
+    return binascii.a2b_base64(stripped.encode().translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(stripped) % 4))
 
 
 def _hmac_claims(token: str, header: dict, secret: str) -> dict:

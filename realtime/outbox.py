@@ -13,9 +13,11 @@ import redis
 from . import keys
 from .envelope import Envelope
 from .errors import UNAVAILABLE, ApiError
+from .redis_client import script
 
 
 def encode(envelope: Envelope) -> dict[str, bytes | str]:
+    # The relay reads these fields; _APPEND_MANY writes the same three.
     return {
         "topic": envelope.topic,
         "key": envelope.key or "",
@@ -23,17 +25,28 @@ def encode(envelope: Envelope) -> dict[str, bytes | str]:
     }
 
 
+# KEYS[1] the stream; ARGV: (topic, key, event) per entry, appended in order, all or
+# none (one command for a batch: a pipelined XADD costs ~7 us of client CPU per entry).
+_APPEND_MANY = """
+for i = 1, #ARGV, 3 do
+  redis.call('XADD', KEYS[1], '*', 'topic', ARGV[i], 'key', ARGV[i + 1], 'event', ARGV[i + 2])
+end
+return #ARGV / 3
+"""
+
+
 def append(r: redis.Redis, *envelopes: Envelope, stream: str = keys.OUTBOX_STREAM) -> None:
-    """Append envelopes in one round trip; `unavailable` if Redis cannot take them."""
+    """Append envelopes in one command; `unavailable` if Redis cannot take them."""
     if not envelopes:
         return
     try:
         if len(envelopes) == 1:
             r.xadd(stream, encode(envelopes[0]))
             return
-        pipe = r.pipeline(transaction=False)
+        args: list = []
         for env in envelopes:
-            pipe.xadd(stream, encode(env))
-        pipe.execute()
+            entry = encode(env)
+            args += (entry["topic"], entry["key"], entry["event"])
+        script(r, _APPEND_MANY)(keys=[stream], args=args)
     except redis.RedisError as exc:
         raise ApiError(UNAVAILABLE, "event buffer unavailable") from exc

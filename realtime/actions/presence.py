@@ -4,9 +4,9 @@ Connect, disconnect, `presence_update` and node death only record facts and
 nominate the user (realtime.presence.store); `settle_due` then decides with the
 policy (realtime.presence.policy) and, for real changes only, writes what was
 announced, appends `presence.changed` to the outbox (Kafka `chat.presence`) and
-publishes `user_presence`. Settling works in batches: one claim, one pipelined
-read, one pipelined write, one outbox pipeline and one pub/sub message per batch,
-so a reconnect storm costs a few Redis commands per user, not per subscriber.
+publishes `user_presence`. Settling works in batches: one claim, one read, one
+write, one outbox append and one pub/sub message per batch, each a single command,
+so a reconnect storm costs a few commands per batch, not per user or subscriber.
 
 `user_presence` is delivered through the pub/sub channel
 keys.PRESENCE_ANNOUNCE_CHANNEL, which every edge node listens to and delivers to
@@ -73,8 +73,7 @@ def record(ctx: Context, connected_users: set[str], closed: dict[str, float]) ->
     pipe = ctx.redis.pipeline(transaction=False)
     for user_id, at in closed.items():
         pipe.hset(keys.presence(user_id), "offline_since", repr(at))
-    for user_id in connected_users | set(closed):
-        store.nominate(pipe, user_id, now)
+    store.nominate_many(pipe, connected_users | set(closed), now)
     pipe.execute()
 
 
@@ -134,21 +133,16 @@ def settle_due(ctx: Context, *, limit: int = SETTLE_BATCH) -> int:
     window = coalesce_s()
     announced: list[dict] = []
     events: list[envelope.Envelope] = []
-    released: list[str] = [repr(lease_until)]
-    pipe = r.pipeline(transaction=False)
+    settled: list[tuple] = []
     for user_id in user_ids:
         decision = policy.decide(states[user_id], now, grace_s=grace, coalesce_s=window)
         if decision.announce is not None:
-            store.save_announced(pipe, user_id, decision.state)
             payload = wire(user_id, decision.announce)
             announced.append(payload)
             events.append(_event(ctx, user_id, payload, now))
-        released += (user_id, "" if decision.recheck_at is None else repr(decision.recheck_at))
-    # After the announced states, in the same pipeline: a user is claimable again only
-    # once what was announced about it is written.
-    store.scripts(r).release(keys=[keys.PRESENCE_DUE, keys.PRESENCE_LEASES], args=released, client=pipe)
-    # Write what was announced first, then the outbox, then tell the subscribers.
-    pipe.execute()
+        settled.append((user_id, decision.recheck_at, decision.state if decision.announce is not None else None))
+    # What was announced and the end of the leases, then the outbox, then the subscribers.
+    store.write_settled(r, repr(lease_until), settled)
     if announced:
         outbox.append(r, *events)
         r.publish(keys.PRESENCE_ANNOUNCE_CHANNEL, orjson.dumps(announced))

@@ -40,16 +40,24 @@ end
 return claimed
 """
 
-# KEYS[1] due zset, KEYS[2] leases hash; ARGV: lease_until, then a (user_id, recheck_at)
-# pair per user settled ('' for no recheck). Ends the leases of a settled batch.
-# For each user: if nobody nominated the user while it was settled (score still the
-# lease), replace the lease by the recheck time (or drop it); otherwise a newer
-# nomination is there and stays, moved earlier to the recheck if that is sooner.
-# One call per batch: a connect storm settles a thousand users at a time.
-_RELEASE = """
+# KEYS[1] due zset, KEYS[2] leases hash, then the presence hash of each user settled;
+# ARGV[1] lease_until, then per user: user_id, recheck_at ('' for none), and what was
+# announced ('' if nothing): the Shown JSON, announced_at, last_seen ('' for none).
+# Writes what was announced, then ends the leases; one call per settled batch (a
+# connect storm settles a thousand users at a time), so a user is claimable again
+# only once what was announced about it is written.
+# The lease of each user: if nobody nominated the user while it was settled (score
+# still the lease), replace the lease by the recheck time (or drop it); otherwise a
+# newer nomination is there and stays, moved earlier to the recheck if that is sooner.
+_SETTLED = """
 local lease = ARGV[1]
-for i = 2, #ARGV, 2 do
-  local id, recheck = ARGV[i], ARGV[i + 1]
+for i = 3, #KEYS do
+  local a = 5 * (i - 3) + 2
+  local id, recheck, shown = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if shown ~= '' then
+    redis.call('HSET', KEYS[i], 'announced', shown, 'announced_at', ARGV[a + 3])
+    if ARGV[a + 4] ~= '' then redis.call('HSET', KEYS[i], 'last_seen', ARGV[a + 4]) end
+  end
   if redis.call('HGET', KEYS[2], id) == lease then redis.call('HDEL', KEYS[2], id) end
   local score = redis.call('ZSCORE', KEYS[1], id)
   if score and tonumber(score) == tonumber(lease) then
@@ -60,6 +68,17 @@ for i = 2, #ARGV, 2 do
   end
 end
 return 1
+"""
+
+# KEYS: per user, its presence hash then its connections hash (realtime.connections).
+# Returns per user its presence fields (flat) and its number of sockets.
+_LOAD = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[#out + 1] = redis.call('HGETALL', KEYS[i])
+  out[#out + 1] = redis.call('HLEN', KEYS[i + 1])
+end
+return out
 """
 
 # KEYS[1] heartbeat zset; ARGV: node_id, cutoff. Removes the node's heartbeat
@@ -78,7 +97,8 @@ return false
 class Scripts:
     def __init__(self, r: redis.Redis):
         self.claim = r.register_script(_CLAIM)
-        self.release = r.register_script(_RELEASE)
+        self.settled = r.register_script(_SETTLED)
+        self.load = r.register_script(_LOAD)
         self.claim_silent_node = r.register_script(_CLAIM_SILENT_NODE)
 
 
@@ -116,7 +136,11 @@ def encode_shown(shown: Shown) -> str:
                          "last_seen": shown.last_seen}).decode()
 
 
-def decode_state(fields: dict, connection_count: int) -> PresenceState:
+def decode_state(fields: dict | list, connection_count: int) -> PresenceState:
+    """From HGETALL's reply: a dict, or the flat field/value list a script returns."""
+    if isinstance(fields, list):
+        pairs = iter(fields)
+        fields = dict(zip(pairs, pairs))
     fields = {_str(k): v for k, v in (fields or {}).items()}
     return PresenceState(
         chosen=_str(fields.get("chosen")) or ONLINE,
@@ -134,12 +158,18 @@ def nominate(pipe, user_id: str, at: float) -> None:
     pipe.zadd(keys.PRESENCE_DUE, {user_id: at}, lt=True)
 
 
+def nominate_many(pipe, user_ids, at: float) -> None:
+    """nominate() for many users, in one command."""
+    if user_ids:
+        pipe.zadd(keys.PRESENCE_DUE, dict.fromkeys(user_ids, at), lt=True)
+
+
 def load_states(r: redis.Redis, user_ids: list[str]) -> dict[str, PresenceState]:
-    pipe = r.pipeline(transaction=False)
+    """Each user's facts and live socket count, in one command."""
+    keys_ = []
     for user_id in user_ids:
-        pipe.hgetall(keys.presence(user_id))
-        pipe.hlen(connections.user_key(user_id))
-    replies = pipe.execute()
+        keys_ += (keys.presence(user_id), connections.user_key(user_id))
+    replies = scripts(r).load(keys=keys_) if keys_ else []
     return {user_id: decode_state(replies[2 * i], replies[2 * i + 1]) for i, user_id in enumerate(user_ids)}
 
 
@@ -151,8 +181,17 @@ def load_announced(r: redis.Redis, user_ids: list[str]) -> dict[str, Shown]:
     return {user_id: decode_shown(raw) for user_id, raw in zip(user_ids, pipe.execute())}
 
 
-def save_announced(pipe, user_id: str, state: PresenceState) -> None:
-    mapping = {"announced": encode_shown(state.announced), "announced_at": repr(state.announced_at)}
-    if state.last_seen is not None:
-        mapping["last_seen"] = repr(state.last_seen)
-    pipe.hset(keys.presence(user_id), mapping=mapping)
+def write_settled(r: redis.Redis, lease_until: str, settled: list[tuple[str, float | None, PresenceState | None]],
+                  *, due: str = keys.PRESENCE_DUE, leases: str = keys.PRESENCE_LEASES) -> None:
+    """The outcome of a claimed batch, in one command: per (user_id, recheck_at, state
+    announced or None), what was announced, then the end of the user's lease."""
+    keys_, args = [due, leases], [lease_until]
+    for user_id, recheck_at, announced in settled:
+        keys_.append(keys.presence(user_id))
+        args += (user_id, "" if recheck_at is None else repr(recheck_at))
+        if announced is None:
+            args += ("", "", "")
+        else:
+            args += (encode_shown(announced.announced), repr(announced.announced_at),
+                     "" if announced.last_seen is None else repr(announced.last_seen))
+    scripts(r).settled(keys=keys_, args=args)

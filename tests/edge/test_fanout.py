@@ -63,6 +63,21 @@ def test_random_room_changes_leave_both_managers_with_the_same_rooms():
     assert set(indexed.rooms_of.get("/", {})) == set(sids)
 
 
+def test_sockets_pending_disconnect_are_not_connected_until_they_leave():
+    indexed, plain = managers()
+    sids = [indexed.connect(f"e{i}", "/") for i in range(6)]
+    assert [plain.connect(f"e{i}", "/") for i in range(6)] == sids
+    for m in (indexed, plain):
+        for sid in sids[:4]:
+            m.pre_disconnect(sid, "/")
+        m.disconnect(sids[1], "/")
+        assert [m.is_connected(sid, "/") for sid in sids] == [False] * 4 + [True] * 2
+        for sid in (sids[0], sids[2], sids[3]):
+            m.disconnect(sid, "/")
+        assert m.pending_disconnect == {} and [m.is_connected(sid, "/") for sid in sids] == [False] * 4 + [True] * 2
+    assert snapshot(indexed) == snapshot(plain)
+
+
 def test_a_disconnect_clears_the_index_and_the_pending_lists():
     indexed, _ = managers()
     sid = indexed.connect("e1", "/")

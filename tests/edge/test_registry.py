@@ -11,17 +11,6 @@ from tests import support
 from tests.support import unique
 
 
-class CountingRedis:
-    """The real client, counting the pipelines it hands out."""
-
-    def __init__(self, r):
-        self.r, self.pipelines = r, 0
-
-    def pipeline(self, **kw):
-        self.pipelines += 1
-        return self.r.pipeline(**kw)
-
-
 def writer_for(r) -> RegistryWriter:
     return RegistryWriter(r, spawn=lambda fn: threading.Thread(target=fn, daemon=True).start(),
                           make_event=threading.Event)
@@ -34,8 +23,9 @@ def conn(user: str, sid: str, node: str) -> connections.Connection:
 
 def test_concurrent_saves_share_pipelines_and_all_land():
     r = redis_client.make_redis(support.SETTINGS)
-    counting = CountingRedis(r)
-    writer = writer_for(counting)
+    writer = writer_for(r)
+    batches = []
+    writer.apply = lambda client, writes: (batches.append(len(writes)), connections.apply(client, writes))
     node, users = unique("node"), [unique("u") for _ in range(60)]
     start = threading.Barrier(len(users))
 
@@ -50,10 +40,22 @@ def test_concurrent_saves_share_pipelines_and_all_land():
         t.join(10)
     assert all(connections.is_connected(r, u) for u in users)
     assert set(connections.of_node(r, node)) == {f"{u}.s" for u in users}
-    assert counting.pipelines < len(users)  # grouped, not one round trip each
+    assert sum(batches) == len(users) and len(batches) < len(users)  # grouped, not one command each
     for u in users:
         writer.remove(f"{u}.s", u, node)
     assert not any(connections.is_connected(r, u) for u in users)
+
+
+def test_a_batch_applies_its_writes_in_order():
+    r = redis_client.make_redis(support.SETTINGS)
+    node, user = unique("node"), unique("u")
+    connections.apply(r, [conn(user, "s1", node), conn(user, "s2", node), ("s1", user, node),
+                          conn(user, "s3", node), ("s3", user, node), conn(user, "s3", node)])
+    assert sorted(c.sid for c in connections.of_user(r, user)) == ["s2", "s3"]
+    assert connections.of_node(r, node) == {"s2": user, "s3": user}
+    assert {c.sid: c for c in connections.of_user(r, user)}["s2"] == conn(user, "s2", node)   # stored whole
+    connections.apply(r, [("s2", user, node), ("s3", user, node)])
+    assert connections.of_user(r, user) == [] and connections.of_node(r, node) == {}
 
 
 def test_save_then_remove_of_one_socket_apply_in_order():

@@ -69,6 +69,20 @@ def test_message_events_reach_kafka_with_the_envelope(clients):
     assert seen[deleted]["data"]["message"]["deleted"] is True
 
 
+def test_a_batch_is_appended_in_order_with_the_fields_of_a_single_append():
+    r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
+    stream = unique("rt:outbox:test")
+    events = [envelope.make("presence.changed", "realtime/test", {"i": i}, user_id=unique("u")) for i in range(3)]
+    try:
+        outbox.append(r, events[0], stream=stream)
+        outbox.append(r, *events[1:], stream=stream)
+        entries = [fields for _, fields in r.xrange(stream)]
+        assert entries == [{k: v.decode() if isinstance(v, bytes) else v for k, v in outbox.encode(e).items()}
+                           for e in events]
+    finally:
+        r.delete(stream)
+
+
 def test_relay_killed_mid_batch_loses_nothing():
     """A run that dies after Kafka got the batch but before it acknowledged the
     stream leaves the entries pending; the next run sends them (same event_ids)."""

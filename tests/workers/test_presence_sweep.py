@@ -135,7 +135,7 @@ def test_a_user_being_settled_is_not_claimed_by_a_second_settler():
         assert scripts.claim(**claim) == [user]
         r.zadd(due, {user: now}, lt=True)      # a socket event on another node meanwhile
         assert scripts.claim(**claim) == []
-        scripts.release(keys=[due, leases], args=[lease, user, ""])
+        store.write_settled(r, lease, [(user, None, None)], due=due, leases=leases)
         assert scripts.claim(**dict(claim, args=[repr(now), repr(now + 20), 100000])) == [user]
     finally:
         r.delete(due, leases)
@@ -156,8 +156,9 @@ def test_a_settled_batch_is_released_in_one_call():
         assert sorted(scripts.claim(keys=[due, leases], args=[repr(now), lease, 100])) == sorted(
             [done, later, renominated, soon])
         r.zadd(due, {renominated: now + 30, soon: now + 1}, lt=True)   # nominated while settled
-        scripts.release(keys=[due, leases], args=[lease, done, "", later, repr(now + 60),
-                                                  renominated, repr(now + 5), soon, repr(now + 5)])
+        store.write_settled(r, lease, [(done, None, None), (later, now + 60, None),
+                                       (renominated, now + 5, None), (soon, now + 5, None)],
+                            due=due, leases=leases)
         assert r.hgetall(leases) == {}
         assert r.zscore(due, done) is None
         assert r.zscore(due, later) == pytest.approx(now + 60)
@@ -165,3 +166,25 @@ def test_a_settled_batch_is_released_in_one_call():
         assert r.zscore(due, soon) == pytest.approx(now + 1)          # the nomination is sooner
     finally:
         r.delete(due, leases)
+
+
+def test_a_settled_batch_writes_what_was_announced_before_releasing():
+    from realtime.presence import policy, store
+    r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
+    seen, quiet = unique("seen"), unique("quiet")
+    due, leases = unique("test:presence:due"), unique("test:presence:leases")
+    now = time.time()
+    lease = repr(now + store.CLAIM_LEASE_S)
+    shown = policy.Shown("offline", None, now - 3)
+    state = policy.PresenceState(announced=shown, announced_at=now, last_seen=now - 3)
+    try:
+        r.zadd(due, {seen: now - 1, quiet: now - 1})
+        store.scripts(r).claim(keys=[due, leases], args=[repr(now), lease, 100])
+        store.write_settled(r, lease, [(seen, None, state), (quiet, None, None)], due=due, leases=leases)
+        assert store.load_announced(r, [seen, quiet]) == {seen: shown, quiet: policy.Shown()}
+        loaded = store.load_states(r, [seen, quiet])
+        assert loaded[seen].announced_at == pytest.approx(now) and loaded[seen].last_seen == pytest.approx(now - 3)
+        assert loaded[quiet] == store.decode_state({}, 0)
+        assert r.zcard(due) == 0 and r.hgetall(leases) == {}
+    finally:
+        r.delete(due, leases, keys.presence(seen), keys.presence(quiet))
