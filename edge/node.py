@@ -129,7 +129,8 @@ class EdgeNode:
             json=wirejson if settings.fast_broadcast_enabled else None,
         )
         self.registry = RegistryWriter(self.redis, spawn=self.sio.start_background_task,
-                                       make_event=self.sio.eio.create_event)
+                                       make_event=self.sio.eio.create_event,
+                                       yield_=lambda: self.sio.sleep(0))
         self.ctx = Context(settings=settings, redis=self.redis, emit=self._emit,
                            source=envelope.source_id("edge", self.node_id), clock=clock)
         self.deadlines = DeadlineLoop(clock=clock, sleep=self.sio.sleep)

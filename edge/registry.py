@@ -29,10 +29,14 @@ class _Batch:
 
 
 class RegistryWriter:
-    def __init__(self, r: redis.Redis, *, spawn: Callable, make_event: Callable):
+    def __init__(self, r: redis.Redis, *, spawn: Callable, make_event: Callable,
+                 yield_: Callable[[], None] = lambda: None):
         self.redis = r
         self.spawn = spawn
         self.make_event = make_event  # threading.Event-like: set() / wait()
+        # Lets the greenthreads that are ready run before a batch is taken, so that
+        # the connects of one pass of the hub share it (eventlet: sleep(0)).
+        self.yield_ = yield_
         self.pending: _Batch | None = None
         self.flushing = False
         self.apply = connections.apply   # (redis, writes): one batch
@@ -58,6 +62,7 @@ class RegistryWriter:
     def _flush(self) -> None:
         try:
             while self.pending is not None:
+                self.yield_()
                 batch, self.pending = self.pending, None
                 try:
                     self.apply(self.redis, batch.ops)

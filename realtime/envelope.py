@@ -1,6 +1,7 @@
 """The Kafka event envelope (PROTOCOL §9) and the topics it goes to."""
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +49,17 @@ def topic_for(event_type: str) -> str:
     raise ValueError(f"no topic for event type {event_type!r}")
 
 
+_EVENT_NS_BYTES = _EVENT_NS.bytes
+
+
 def stable_event_id(*parts: str) -> str:
-    return str(uuid.uuid5(_EVENT_NS, "\x1f".join(parts)))
+    """uuid5(_EVENT_NS, parts joined by US), computed without building UUID objects
+    (a presence storm makes one per user: 5.5 -> 2.1 µs)."""
+    digest = bytearray(hashlib.sha1(_EVENT_NS_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50   # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80   # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True)

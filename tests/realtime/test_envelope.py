@@ -1,3 +1,5 @@
+import uuid
+
 from realtime import envelope, timeutil
 
 
@@ -20,6 +22,13 @@ def test_key_falls_back_to_user():
 def test_stable_event_ids():
     assert envelope.stable_event_id("a", "b") == envelope.stable_event_id("a", "b")
     assert envelope.stable_event_id("a", "b") != envelope.stable_event_id("a", "c")
+
+
+def test_stable_event_ids_are_the_uuid5_of_the_joined_parts():
+    for parts in [("a",), ("presence.changed", "user-1", "1764150000.123"), ("é", "x\x1fy"), ("",), ("z" * 300,)]:
+        want = uuid.uuid5(envelope._EVENT_NS, "\x1f".join(parts))
+        assert envelope.stable_event_id(*parts) == str(want)
+        assert uuid.UUID(envelope.stable_event_id(*parts)).version == 5
 
 
 def test_iso_has_millis_and_z():
