@@ -50,11 +50,14 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # connections (redis-py's default) and every connect/disconnect handler uses Redis, so
 # 100 concurrent connects can exhaust it ("Too many connections"): stay below.
 CONNECT_CONCURRENCY = 50
-# Timings that `make test` shortens in var/stack.env (scripts/test.sh). Bench edges run
-# with the defaults a deployment has, whichever of `make up` / `make test` ran last: the
-# presence grace alone decides whether a W1 reconnect announces anything.
+# Timings that `make test` shortens in var/stack.env (scripts/test.sh): bench edges run
+# with the same ones whichever of `make up` / `make test` ran last. The deployment
+# defaults, except a 1 s presence grace: a step's users are then announced offline
+# before the next step measures (with the 10 s default, a step's thousands of offline
+# announcements can fall into the next step's measured phases).
 TEST_TIMINGS = ("PRESENCE_OFFLINE_GRACE_S", "PRESENCE_NODE_TIMEOUT_S", "TYPING_EXPIRY_S", "RECEIPT_WINDOW_S",
                 "PUSH_COALESCE_S", "CALL_RING_TIMEOUT_S", "CALL_RECONNECT_GRACE_S", "AUTH_GRACE_S")
+BENCH_PRESENCE_GRACE_S = "1"
 
 
 def log(msg: str) -> None:
@@ -106,6 +109,7 @@ class ServerSet:
             if self.kind.startswith("edge"):
                 e = {k: v for k, v in env.items() if k not in TEST_TIMINGS}
                 e.update(EDGE_PORT=str(port), EDGE_NODE_ID=f"bench-{self.kind}{i}",
+                         PRESENCE_OFFLINE_GRACE_S=BENCH_PRESENCE_GRACE_S,
                          EDGE_SOCKETIO_CHANNEL=EDGE_CHANNEL,
                          EDGE_FAST_BROADCAST="off" if self.kind == "edge-stock" else env.get("EDGE_FAST_BROADCAST", "auto"),
                          FANOUT_ROUTING=self.routing)
