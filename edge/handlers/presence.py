@@ -79,10 +79,7 @@ class NodePresence:
         ghosts = {sid: user_id for sid, user_id in registered.items() if self.node.sessions.get(sid) is None}
         if not ghosts:
             return
-        pipe = self.node.redis.pipeline(transaction=False)
-        for sid, user_id in ghosts.items():
-            connections.remove(pipe, sid, user_id, self.node.node_id)
-        pipe.execute()
+        connections.apply(self.node.redis, [(sid, user_id, self.node.node_id) for sid, user_id in ghosts.items()])
         now = self.node.clock()
         for user_id in ghosts.values():
             self.closed_users.setdefault(user_id, now)

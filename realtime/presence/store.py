@@ -136,12 +136,10 @@ def encode_shown(shown: Shown) -> str:
                          "last_seen": shown.last_seen}).decode()
 
 
-def decode_state(fields: dict | list, connection_count: int) -> PresenceState:
-    """From HGETALL's reply: a dict, or the flat field/value list a script returns."""
-    if isinstance(fields, list):
-        pairs = iter(fields)
-        fields = dict(zip(pairs, pairs))
-    fields = {_str(k): v for k, v in (fields or {}).items()}
+def decode_state(flat_fields: list, connection_count: int) -> PresenceState:
+    """From the presence hash as a script returns HGETALL: field, value, field, value..."""
+    pairs = iter(flat_fields or ())
+    fields = {_str(k): v for k, v in zip(pairs, pairs)}
     return PresenceState(
         chosen=_str(fields.get("chosen")) or ONLINE,
         message=_str(fields.get("message")) or None,

@@ -234,3 +234,18 @@ def test_killed_node_users_go_offline_and_the_node_is_restarted(clients):
     clients(support.EDGE2, user=alice)
     support.eventually(lambda: statuses(b, alice) == ["online", "offline", "online"], timeout=5,
                        message="alice online again on the restarted node")
+
+
+def test_a_node_removes_registry_entries_of_its_sockets_gone():
+    """An entry of edge1 with no socket behind it (its unregister failed) leaves the registry
+    within one reconcile period, and its user counts as disconnected."""
+    from edge.handlers.presence import RECONCILE_TICKS, SETTLE_TICK_S
+    r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
+    user, sid = unique("ghost-user"), unique("ghost-sid")
+    connections.save(r, connections.Connection(sid=sid, user_id=user, device_id="d", node_id="edge1",
+                                               connected_at=time.time()))
+    assert connections.is_connected(r, user)
+    support.eventually(lambda: sid not in connections.of_node(r, "edge1"),
+                       timeout=RECONCILE_TICKS * SETTLE_TICK_S + 5, message="ghost entry removed")
+    assert not connections.is_connected(r, user)
+    assert r.hget(keys.presence(user), "offline_since") is not None   # recorded as closed

@@ -184,7 +184,7 @@ def test_a_settled_batch_writes_what_was_announced_before_releasing():
         assert store.load_announced(r, [seen, quiet]) == {seen: shown, quiet: policy.Shown()}
         loaded = store.load_states(r, [seen, quiet])
         assert loaded[seen].announced_at == pytest.approx(now) and loaded[seen].last_seen == pytest.approx(now - 3)
-        assert loaded[quiet] == store.decode_state({}, 0)
+        assert loaded[quiet] == store.decode_state([], 0)
         assert r.zcard(due) == 0 and r.hgetall(leases) == {}
     finally:
         r.delete(due, leases, keys.presence(seen), keys.presence(quiet))
