@@ -12,6 +12,7 @@ import uuid
 from collections import defaultdict
 from typing import Any, Callable
 
+import engineio
 import requests
 import socketio
 
@@ -81,14 +82,31 @@ def eventually(check: Callable[[], Any], timeout: float = SHORT_WAIT_S, interval
     raise AssertionError(f"{message} within {timeout}s (last: {last!r})")
 
 
+class _InOrderEngineIOClient(engineio.Client):
+    """python-engineio's client hands every received message to a thread of its own, so two
+    messages can reach the handlers in another order than they arrived in, and a test of the
+    server's ordering would fail on the client's scheduling. This one dispatches messages on
+    its read loop, in arrival order (handlers here only record)."""
+
+    def _trigger_event(self, event, *args, **kwargs):
+        if event == "message":
+            kwargs["run_async"] = False
+        return super()._trigger_event(event, *args, **kwargs)
+
+
+class _InOrderSocketIOClient(socketio.Client):
+    def _engineio_client_class(self):
+        return _InOrderEngineIOClient
+
+
 class Client:
-    """A python-socketio client that records every event it receives."""
+    """A python-socketio client that records every event it receives, in arrival order."""
 
     def __init__(self, url: str = EDGE1, *, user: str | None = None, auth_data: dict | None = None,
                  transports: list[str] | None = None, device_id: str | None = None,
                  connect: bool = True):
         self.url = url
-        self.sio = socketio.Client(reconnection=False)
+        self.sio = _InOrderSocketIOClient(reconnection=False)
         self.events: dict[str, list[Any]] = defaultdict(list)
         self.cond = threading.Condition()
         self.connect_error: Any = None
