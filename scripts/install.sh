@@ -113,9 +113,12 @@ install_kafka() {
 # ---------------------------------------------------------------- FerretDB binary
 install_ferretdb() {
   local bin="$VAR/bin/ferretdb"
+  # Rebuilt when the version or the patches change.
   # (not `--version | grep -q`: with pipefail, grep's early exit can SIGPIPE the binary
   # and make an installed FerretDB look missing, which then needs the network to rebuild)
-  if [ -x "$bin" ] && grep -q "$FERRETDB_VERSION" <<<"$("$bin" --version 2>/dev/null)"; then return 0; fi
+  local want; want="$FERRETDB_VERSION $(sha deploy/ferretdb/*.patch)"
+  if [ -x "$bin" ] && grep -q "$FERRETDB_VERSION" <<<"$("$bin" --version 2>/dev/null)" &&
+     stamp_ok ferretdb "$want"; then return 0; fi
   log "FerretDB $FERRETDB_VERSION (go build; about 2 min the first time)"
   export GOTOOLCHAIN=local   # never fetch another Go toolchain
   local tmp dir
@@ -127,10 +130,16 @@ install_ferretdb() {
   cp -r "$dir" "$tmp/src"
   chmod -R u+w "$tmp/src"
   printf '%s' "$FERRETDB_VERSION" >"$tmp/src/build/version/version.txt"
+  # Our patches (deploy/ferretdb/README.md says what each fixes and why).
+  local patch
+  for patch in "$PWD"/deploy/ferretdb/*.patch; do
+    (cd "$tmp/src" && git apply "$patch") || die "FerretDB patch $patch does not apply"
+  done
   (cd "$tmp/src" && go build -o "$bin.new" ./cmd/ferretdb)
   mv "$bin.new" "$bin"
   rm -rf "$tmp"
   grep -q "$FERRETDB_VERSION" <<<"$("$bin" --version)" || die "built FerretDB does not report $FERRETDB_VERSION"
+  printf '%s' "$want" >"$STAMPS/ferretdb"
 }
 
 # ---------------------------------------------------------------- main
