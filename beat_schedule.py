@@ -4,6 +4,7 @@ Each sweep takes a Redis lock (realtime.locks), so a second beat or a slow run
 never makes it run twice at once. `expires` drops ticks that waited too long in
 the queue instead of running a backlog of identical sweeps.
 """
+from realtime import taskqueue
 
 # Modules holding task definitions (imported by the worker).
 TASK_MODULES = [
@@ -16,9 +17,12 @@ TASK_MODULES = [
 ]
 
 # The outbox relay has its own queue (and worker), so a Kafka outage that makes
-# it wait on timeouts never delays receipts or pushes.
+# it wait on timeouts never delays receipts or pushes; push tasks have theirs
+# (realtime.taskqueue, which every sender of them uses), so a burst of pushes never
+# makes the sweeps below wait past their `expires`.
 TASK_ROUTES = {
     "tasks.kafka.relay_outbox": {"queue": "outbox"},
+    **taskqueue.TASK_ROUTES,
 }
 
 SCHEDULE = {

@@ -18,6 +18,15 @@ PUSH_DELIVER = "tasks.push.deliver"
 PUSH_CALL_MISSED = "tasks.push.call_missed"
 PUSH_CLEAR = "tasks.push.clear"
 
+# Push work has a queue (and a worker) of its own. It comes in bursts that users drive
+# (every read asks for a clear, every send for a decision) and waits on providers' HTTP
+# timeouts, while the periodic sweeps on "default" arrive from beat with `expires` of a
+# second or two: sharing one queue, a burst of clears made sweep ticks expire unrun, and
+# read receipts, typing expiry and call deadlines stalled until the burst was worked off.
+PUSH_QUEUE = "push"
+TASK_ROUTES = {name: {"queue": PUSH_QUEUE}
+               for name in (PUSH_CONVERSATION_ACTIVITY, PUSH_FLUSH, PUSH_DELIVER, PUSH_CALL_MISSED, PUSH_CLEAR)}
+
 
 @functools.lru_cache(maxsize=1)
 def client() -> Celery:
@@ -27,6 +36,7 @@ def client() -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue="default",
+        task_routes=TASK_ROUTES,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5},
         # A broker that is down fails the send at once instead of retrying

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$ROOT"
 T0=$SECONDS
 
-APP_PROGRAMS=(edge1 edge2 worker worker_outbox beat flower kafka_fanout)
+APP_PROGRAMS=(edge1 edge2 worker worker_outbox worker_push beat flower kafka_fanout)
 LB_PORT=8080
 FLOWER_URL="http://127.0.0.1:5555"
 
@@ -354,7 +354,7 @@ wait_ready flower  app:flower 60 probe http200 "$FLOWER_URL/api/workers" "$FLOWE
 wait_ready worker  app:worker 60 probe flower_worker "$FLOWER_URL/api/workers?refresh=1" "$FLOWER_AUTH"
 # The others have no endpoint: RUNNING (alive past startsecs) is their check.
 prog_running() { [ "$(prog_state "$1")" = RUNNING ]; }
-for p in worker_outbox beat kafka_fanout; do
+for p in worker_outbox worker_push beat kafka_fanout; do
   wait_ready "$p" "app:$p" 30 prog_running "app:$p"
 done
 
