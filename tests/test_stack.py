@@ -1,4 +1,5 @@
-"""The dev stack as a whole: supervisord's programs and Flower's API."""
+"""The dev stack as a whole: supervisord's programs, Flower's API, the queues the workers share
+and the FerretDB the stack builds."""
 import subprocess
 import time
 
