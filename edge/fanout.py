@@ -78,15 +78,16 @@ class RoomIndexMixin:
             self.basic_leave_room(sid, namespace, room)
         # What python-socketio's own basic_disconnect does after leaving the rooms.
         self.callbacks.pop(sid, None)
-        for pending in (self.pending_connect, self.pending_disconnect):
-            sids = pending.get(namespace)
-            if sids is not None and sid in sids:
-                if isinstance(sids, dict):
-                    del sids[sid]
-                else:
-                    sids.remove(sid)
-                if not sids:
-                    del pending[namespace]
+        connecting = self.pending_connect.get(namespace)   # python-socketio's list
+        if connecting is not None and sid in connecting:
+            connecting.remove(sid)
+            if not connecting:
+                del self.pending_connect[namespace]
+        disconnecting = self.pending_disconnect.get(namespace)   # a dict (pre_disconnect)
+        if disconnecting is not None and sid in disconnecting:
+            del disconnecting[sid]
+            if not disconnecting:
+                del self.pending_disconnect[namespace]
 
     def get_rooms(self, sid, namespace):
         return [room for room in self.rooms_of.get(namespace, {}).get(sid, ()) if room is not None]

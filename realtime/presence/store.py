@@ -153,7 +153,7 @@ def decode_state(flat_fields: list, connection_count: int) -> PresenceState:
 
 def nominate(pipe, user_id: str, at: float) -> None:
     """Ask for a decision about the user at `at` (an earlier nomination wins)."""
-    pipe.zadd(keys.PRESENCE_DUE, {user_id: at}, lt=True)
+    nominate_many(pipe, (user_id,), at)
 
 
 def nominate_many(pipe, user_ids, at: float) -> None:
