@@ -9,6 +9,7 @@ from realtime import taskqueue
 # Modules holding task definitions (imported by the worker).
 TASK_MODULES = [
     "tasks.kafka",
+    "tasks.conversations",
     "tasks.calls",
     "tasks.presence",
     "tasks.typing",
@@ -56,6 +57,13 @@ SCHEDULE = {
     # Typing whose node died: ended within TYPING_EXPIRY_S + this (PROTOCOL §6).
     "expire-typing": {
         "task": "tasks.typing.expire_typing",
+        "schedule": 1.0,
+        "options": {"expires": 2},
+    },
+    # conversations.last_seq within about this of a send (readers take the Redis seq
+    # hint meanwhile, PROTOCOL §4); one write per busy conversation per tick.
+    "advance-last-seqs": {
+        "task": "tasks.conversations.advance_last_seqs",
         "schedule": 1.0,
         "options": {"expires": 2},
     },

@@ -39,6 +39,15 @@ def seq_hint(conversation_id: str) -> str:
     return f"rt:seq:{conversation_id}"
 
 
+# set of conversation ids whose seq hint moved since `conversations.last_seq` was last
+# advanced (realtime.actions.conversations.advance_due_last_seqs, a beat sweep).
+LAST_SEQ_DUE = "rt:lastseq:due"
+# the due set taken by a sweep run, kept until its writes are done, so a run killed
+# midway leaves it to the next.
+LAST_SEQ_APPLYING = "rt:lastseq:applying"
+LAST_SEQ_SWEEP_LOCK = "rt:lock:sweep:last-seq"
+
+
 # --- Kafka outbox (durable buffer between the edge and Kafka) ------------------
 OUTBOX_STREAM = "rt:outbox"
 OUTBOX_GROUP = "kafka-relay"

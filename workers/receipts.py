@@ -105,7 +105,7 @@ def _aggregate(ctx: Context, members: list[str], pending_raw: dict, fail_at) -> 
     r = ctx.redis
     # 3. targets
     pairs = {m: keys.split_pair(m) for m in members}
-    last_seq = receipts.last_seqs(sorted({c for c, _ in pairs.values()}))
+    last_seq = receipts.last_seqs(r, sorted({c for c, _ in pairs.values()}))
     stored = receipts.stored_reads(list(pairs.values()))
     stage_args: list = []
     targets: dict[str, tuple[bytes, Target]] = {}

@@ -51,7 +51,7 @@ def sync(node, session, data: dict) -> dict:
     for conversation_id, last_seq in positions.items():
         validation.identifier({"conversation_id": conversation_id}, "conversation_id")
         checked[conversation_id] = validation.integer({"last_seq": last_seq}, "last_seq", minimum=0)
-    return {"conversations": messages.sync(session.user_id, checked)}
+    return {"conversations": messages.sync(node.ctx.redis, session.user_id, checked)}
 
 
 def history(node, session, data: dict) -> dict:

@@ -18,7 +18,8 @@ def join_room(node, session, data: dict) -> dict:
         node.sio.enter_room(session.sid, keys.conversation_room(conversation_id))
         session.conversations.add(conversation_id)
         node.save_connection(session)
-    return {"conversation_id": conversation_id, "last_seq": conv.last_seq or 0}
+    return {"conversation_id": conversation_id,
+            "last_seq": conversations.current_last_seq(node.ctx.redis, conversation_id, conv.last_seq)}
 
 
 def leave_room(node, session, data: dict) -> dict:

@@ -1,15 +1,21 @@
 """Conversation lookups and membership checks."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import redis
 from mongoengine.errors import MongoEngineException
+from pymongo import UpdateOne
+from pymongo.errors import PyMongoError
 
 from .. import keys
+from ..redis_client import script
 from ..db import DB_DOWN_ERRORS, unavailable
 from ..errors import FORBIDDEN, NOT_FOUND, UNAVAILABLE, ApiError
 from ..models import Conversation, Message
+
+log = logging.getLogger(__name__)
 
 
 def load(conversation_id: str, fields: tuple[str, ...] = ("kind", "members", "last_seq")) -> Conversation:
@@ -88,6 +94,29 @@ def last_seq_hint(r: redis.Redis, conversation_id: str) -> int:
     return load(conversation_id, ("last_seq",)).last_seq or 0
 
 
+def current_last_seqs(r: redis.Redis, stored: dict[str, int]) -> dict[str, int]:
+    """Each conversation's last seq as readers must see it: the larger of the stored
+    `last_seq` and the Redis seq hint.
+
+    A send sets the hint in its turn, before the emit; `last_seq` follows within a
+    sweep tick (advance_due_last_seqs). In between, a member may already hold the
+    message; whatever they ask next (`join_room`, `sync`, receipts, unread, the badge)
+    must count it."""
+    if not stored:
+        return {}
+    ids = list(stored)
+    try:
+        hints = r.mget([keys.seq_hint(c) for c in ids])
+    except redis.RedisError as exc:
+        raise ApiError(UNAVAILABLE, "service unavailable") from exc
+    return {c: max(stored[c], int(hint)) if hint is not None else stored[c]
+            for c, hint in zip(ids, hints)}
+
+
+def current_last_seq(r: redis.Redis, conversation_id: str, stored: int) -> int:
+    return current_last_seqs(r, {conversation_id: stored})[conversation_id]
+
+
 def advance_last_seq(conversation_id: str, seq: int) -> None:
     """Move the conversation's last_seq hint forward only."""
     try:
@@ -95,3 +124,60 @@ def advance_last_seq(conversation_id: str, seq: int) -> None:
     except (MongoEngineException, *DB_DOWN_ERRORS):
         # Only a hint: a stale value is repaired by the next insert (see messages.send).
         pass
+
+
+# --- last_seq, advanced by a sweep rather than by each send -----------------------------
+# Why: every `$max` rewrites the whole conversation document (MongoDB's WiredTiger and
+# FerretDB alike), tens of KB for a big group, once per message. Sends only note the
+# conversation as due (with the hint, one round trip); a beat sweep writes each due
+# conversation's newest hint once per tick, however many messages it got.
+
+# Conversations written per bulk write of a sweep.
+LAST_SEQ_SWEEP_CHUNK = 500
+
+# Take the due set for a run, unless an earlier run's is still there (it died midway).
+_TAKE_DUE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+  redis.call('RENAME', KEYS[1], KEYS[2])
+end
+return redis.call('SMEMBERS', KEYS[2])
+"""
+
+
+def note_sent_seq(r: redis.Redis, conversation_id: str, seq: int, ttl_s: int) -> None:
+    """A send's last step in its turn: the seq hint, and the conversation due for the
+    `last_seq` sweep (one round trip)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.set(keys.seq_hint(conversation_id), seq, ex=ttl_s)
+    pipe.sadd(keys.LAST_SEQ_DUE, conversation_id)
+    pipe.execute()
+
+
+def advance_due_last_seqs(r: redis.Redis) -> int:
+    """Advance `last_seq` of every due conversation to its seq hint ($max: never back,
+    and a redone run writes the same). Returns how many conversations were due.
+
+    The caller holds the sweep lock. A failed write leaves the taken set for the next
+    run; a conversation whose hint expired meanwhile is skipped (its next send repairs
+    `last_seq`, see messages.send)."""
+    due = script(r, _TAKE_DUE)(keys=[keys.LAST_SEQ_DUE, keys.LAST_SEQ_APPLYING])
+    if not due:
+        return 0
+    collection = Conversation._get_collection()
+    for i in range(0, len(due), LAST_SEQ_SWEEP_CHUNK):
+        chunk = due[i:i + LAST_SEQ_SWEEP_CHUNK]
+        hints = r.mget([keys.seq_hint(c) for c in chunk])
+        updates = [UpdateOne({"_id": c}, {"$max": {"last_seq": int(h)}})
+                   for c, h in zip(chunk, hints) if h is not None]
+        if updates:
+            try:
+                collection.bulk_write(updates, ordered=False)
+            except DB_DOWN_ERRORS as exc:
+                raise unavailable(exc) from exc  # the taken set waits for the next run
+            except PyMongoError as exc:
+                # Refused, not down: redoing would refuse again and hold up every
+                # conversation due after these. Readers still see the hints.
+                log.error("last_seq sweep: %d conversations not advanced: %s", len(updates), exc)
+    r.delete(keys.LAST_SEQ_APPLYING)
+    return len(due)

@@ -110,8 +110,8 @@ def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, b
     # SQLite stalled for seconds). The unique index below stays the guarantee, also
     # for writers that do not take this lock (the message service).
     # The turn covers the seq's choice and the insert only (a Redis read, one insert, a
-    # Redis write): the conversation's last_seq, the outbox and the emit follow outside
-    # it. The contract orders one sender's messages (their sends are handled one after
+    # Redis write of the seq hint): the outbox and the emit follow outside it, and the
+    # conversation's last_seq is a sweep's (conversations.advance_due_last_seqs). The contract orders one sender's messages (their sends are handled one after
     # another), not different senders' deliveries.
     with locks.waiting(ctx.redis, keys.seq_lock(conversation_id), SEQ_LOCK_TTL_S, SEQ_LOCK_WAIT_S,
                        busy=lambda: ApiError(UNAVAILABLE, "conversation too busy, retry"), sleep_s=0.002):
@@ -148,16 +148,21 @@ def _insert_with_next_seq(ctx: Context, message: Message) -> Message | None:
     else:
         raise ApiError(UNAVAILABLE, "conversation too busy, retry")
     try:
-        ctx.redis.set(keys.seq_hint(conversation_id), message.seq, ex=SEQ_HINT_TTL_S)
+        conversations.note_sent_seq(ctx.redis, conversation_id, message.seq, SEQ_HINT_TTL_S)
     except redis.RedisError:
-        pass  # the next sender reads MongoDB's last_seq, and the unique index walks on
+        # No hint for readers and no sweep to advance last_seq: advance it here, as
+        # the only copy readers can see. The next sender reads it, and the unique
+        # index walks on if it is behind.
+        conversations.advance_last_seq(conversation_id, message.seq)
     return None
 
 
 def _announce(ctx: Context, actor: Actor, message: Message) -> dict:
+    """The Kafka event, then the emit. Nothing waits for the `last_seq` write: the seq
+    hint set in the turn already counts the message, readers take the larger of it and
+    `last_seq` (conversations.current_last_seqs), and a sweep writes `last_seq`
+    (conversations.advance_due_last_seqs)."""
     conversation_id = message.conversation_id
-    # Before the emit: whoever gets the message and reads it finds last_seq there.
-    conversations.advance_last_seq(conversation_id, message.seq)
     wire = message.to_wire()
     outbox.append(ctx.redis, _created_event(ctx, message))
     ctx.emit("message_new", {"message": wire}, room=keys.conversation_room(conversation_id),
@@ -233,16 +238,17 @@ def _page(conversation_id: str, after_seq: int, limit: int) -> list[Message]:
         raise unavailable(exc) from exc
 
 
-def sync(user_id: str, positions: dict[str, int]) -> dict:
+def sync(r: redis.Redis, user_id: str, positions: dict[str, int]) -> dict:
     """Messages after each given seq, for the conversations the user belongs to."""
     convs = conversations.member_conversations(user_id, list(positions))
+    current = conversations.current_last_seqs(r, {c: conv.last_seq or 0 for c, conv in convs.items()})
     result = {}
-    for conversation_id, conv in convs.items():
+    for conversation_id in convs:
         after = positions[conversation_id]
         page = _page(conversation_id, after, SYNC_PAGE + 1)
         more = len(page) > SYNC_PAGE
         page = page[:SYNC_PAGE]
-        last_seq = conv.last_seq or 0
+        last_seq = current[conversation_id]
         if (more and last_seq <= page[-1].seq) or (page and page[-1].seq > last_seq):
             # The hint lags behind what is stored (messages written by the message
             # service, or a failed hint update): ask the messages themselves.

@@ -98,7 +98,7 @@ def _push_now(ctx: Context, note: Notification, count: int, enqueue: Enqueue,
         devices = store.devices_of(note.user_id)
     if not devices:
         return 0
-    note.push = policy.payload(note.kind, note.conversation_id, count, store.badge(note.user_id),
+    note.push = policy.payload(note.kind, note.conversation_id, count, store.badge(ctx.redis, note.user_id),
                                note.title, note.body, message_id=note.data.get("message_id"),
                                call_id=note.data.get("call_id"))
     Notification.objects(id=note.id).update_one(set__push=note.push)
@@ -209,7 +209,7 @@ def on_message(ctx: Context, conv: Conversation, message: Message,
                                          ctx.settings.push_coalesce_s)
         _save_window(ctx.redis, user_id, conv.id, window)
         if action == policy.SEND_NOW:
-            note.push = policy.payload(note.kind, conv.id, 1, store.badge(user_id), note.title, note.body,
+            note.push = policy.payload(note.kind, conv.id, 1, store.badge(ctx.redis, user_id), note.title, note.body,
                                        message_id=message.id)
             writes.tasks.extend((taskqueue.PUSH_DELIVER, [note.id, d.id], None) for d in aud.devices[user_id])
             outcome[user_id] = "push"
@@ -340,7 +340,7 @@ def clear(ctx: Context, user_id: str, conversation_id: str, reading_device_id: s
         kind=policy.KIND_CLEAR, conversation_id=conversation_id, title="", body="",
         data={"reading_device_id": reading_device_id}, delivery=policy.ROUTE_PUSH,
         created_at=timeutil.utc_datetime(now),
-        push=policy.payload(policy.KIND_CLEAR, conversation_id, 0, store.badge(user_id), "", ""))
+        push=policy.payload(policy.KIND_CLEAR, conversation_id, 0, store.badge(ctx.redis, user_id), "", ""))
     _record(ctx, note)
     return _deliver_all(enqueue, note.id, devices)
 

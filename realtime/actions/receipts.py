@@ -84,14 +84,15 @@ def record_own_send(ctx: Context, user_id: str, conversation_id: str) -> None:
 
 # --- stored state ------------------------------------------------------------------------
 
-def last_seqs(conversation_ids: list[str]) -> dict[str, int]:
+def last_seqs(r: redis.Redis, conversation_ids: list[str]) -> dict[str, int]:
     if not conversation_ids:
         return {}
     try:
-        return {c.id: c.last_seq or 0 for c in
-                Conversation.objects(id__in=conversation_ids).only("last_seq").batch_size(SINGLE_BATCH)}
+        stored = {c.id: c.last_seq or 0 for c in
+                  Conversation.objects(id__in=conversation_ids).only("last_seq").batch_size(SINGLE_BATCH)}
     except DB_DOWN_ERRORS as exc:
         raise unavailable(exc) from exc
+    return conversations.current_last_seqs(r, stored)
 
 
 # Pairs per query, and a first batch that holds every answer: an open cursor
@@ -139,6 +140,7 @@ def _effective(stored: StoredRead, pending: PendingRead | None, target: Target |
 def receipts_get(user_id: str, conversation_id: str, r: redis.Redis) -> dict[str, int]:
     conv = conversations.load_for_member(conversation_id, user_id)
     members = list(conv.members or [])
+    last_seq = conversations.current_last_seq(r, conversation_id, conv.last_seq or 0)
     stored = stored_reads([(conversation_id, m) for m in members])
     extra = _not_aggregated(r, [keys.pair(conversation_id, m) for m in members])
     watermarks = {}
@@ -148,7 +150,7 @@ def receipts_get(user_id: str, conversation_id: str, r: redis.Redis) -> dict[str
             pending = PendingRead(public_seq=pending.public_seq, private_seq=-1,
                                   read_at_ms=pending.read_at_ms)  # only public reads show
         state = _effective(stored.get((conversation_id, member), StoredRead()), pending, target,
-                           conv.last_seq or 0, conversation_id, member)
+                           last_seq, conversation_id, member)
         if state.seq > 0:
             watermarks[member] = state.seq
     return watermarks
@@ -156,10 +158,11 @@ def receipts_get(user_id: str, conversation_id: str, r: redis.Redis) -> dict[str
 
 def unread_get(user_id: str, r: redis.Redis) -> dict[str, int]:
     try:
-        convs = {c.id: c.last_seq or 0 for c in
-                 Conversation.objects(members=user_id).only("last_seq").batch_size(SINGLE_BATCH)}
+        stored_last = {c.id: c.last_seq or 0 for c in
+                       Conversation.objects(members=user_id).only("last_seq").batch_size(SINGLE_BATCH)}
     except DB_DOWN_ERRORS as exc:
         raise unavailable(exc) from exc
+    convs = conversations.current_last_seqs(r, stored_last)
     ids = list(convs)
     stored = {c: state for (c, _), state in stored_reads([(c, user_id) for c in ids]).items()}
     extra = _not_aggregated(r, [keys.pair(c, user_id) for c in ids])

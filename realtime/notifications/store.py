@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import redis
+
 from .. import timeutil
+from ..actions.conversations import current_last_seqs
 from ..db import DB_DOWN_ERRORS, unavailable
 from ..models import Conversation, NotificationSetting, PushDevice, ReadState
 from . import policy
@@ -111,13 +114,15 @@ def preferences(user_ids: list[str], conversation_id: str | None) -> dict[str, p
 
 # --- unread ----------------------------------------------------------------------------
 
-def badge(user_id: str) -> int:
-    """Total unread of the user: each conversation's last_seq minus their watermark.
+def badge(r: redis.Redis, user_id: str) -> int:
+    """Total unread of the user: each conversation's last seq minus their watermark.
 
-    The watermark is `read_states` (owned by read receipts); the private watermark
-    counts too when present; no read state means nothing read yet.
+    The last seq is `last_seq` or the newer seq hint (the sweep writes `last_seq` a
+    moment after the send); the watermark is `read_states` (owned by read receipts);
+    the private watermark counts too when present; no read state means nothing read yet.
     """
-    last_seqs = {c.id: c.last_seq or 0 for c in Conversation.objects(members=user_id).only("last_seq")}
+    stored = {c.id: c.last_seq or 0 for c in Conversation.objects(members=user_id).only("last_seq")}
+    last_seqs = current_last_seqs(r, stored)
     read = {}
     for rs in ReadState.objects(user_id=user_id).only("conversation_id", "seq", "private_seq"):
         read[rs.conversation_id] = max(rs.seq or 0, getattr(rs, "private_seq", 0) or 0)

@@ -2,8 +2,9 @@
 import threading
 import time
 
-from realtime import timeutil
-from realtime.models import Message
+from realtime import keys, timeutil
+from realtime.models import Conversation, Message
+from realtime.redis_client import make_redis
 from tests import support
 from tests.support import unique
 
@@ -180,3 +181,28 @@ def test_leave_room_stops_delivery(clients, nodes):
     send(a, conv)
     time.sleep(0.5)
     assert b.received("message_new") == []
+
+
+def test_readers_count_a_message_before_the_sweep_writes_its_last_seq(clients, nodes):
+    """`conversations.last_seq` follows a send by up to a beat tick (PROTOCOL §4); the
+    Redis seq hint counts the message from before its emit, and every reader takes it."""
+    conv, a, b = pair(clients, nodes)
+    r = make_redis(support.SETTINGS)
+    sweep = r.lock(keys.LAST_SEQ_SWEEP_LOCK, timeout=60)  # the stack's sweep stays out meanwhile
+    assert sweep.acquire(blocking=True, blocking_timeout=20)
+    try:
+        b.call("join_room", {"conversation_id": conv})
+        sent = [send(a, conv, f"m{i}")["message"] for i in range(2)]
+        b.wait_for("message_new")
+        assert Conversation.objects.get(id=conv).last_seq in (None, 0), "the send itself wrote last_seq"
+        b2 = clients(nodes[0], user=b.user)
+        assert b2.call("join_room", {"conversation_id": conv})["last_seq"] == 2
+        assert b2.call("sync", {"conversations": {conv: 2}})["conversations"][conv] == {
+            "messages": [], "last_seq": 2, "recovered": True}
+        assert b2.call("unread_get", {})["conversations"] == {conv: 2}
+        assert b2.call("message_read", {"conversation_id": conv, "seq": sent[-1]["seq"]})["ok"]
+        assert b2.call("receipts_get", {"conversation_id": conv})["watermarks"][b.user] == 2
+    finally:
+        sweep.release()
+    support.eventually(lambda: Conversation.objects.get(id=conv).last_seq == 2, timeout=10,
+                       message="the beat sweep advances last_seq")
