@@ -75,27 +75,6 @@ class Message(Document):
         }
 
 
-class MessageClaim(Document):
-    """Reserves (sender, client_msg_id) -> message id before the message is written.
-
-    FerretDB has no partial indexes, so the idempotency key lives in its own
-    collection keyed by `_id` rather than as a sparse unique index on messages.
-    A claim whose message was never written (the writer died) is completed by
-    the next retry with the same reserved id.
-    """
-
-    id = StringField(primary_key=True)
-    message_id = StringField(required=True)
-    conversation_id = StringField(required=True)
-    created_at = DateTimeField(required=True)
-    meta = {"collection": "message_claims", "strict": False}
-
-    @staticmethod
-    def key(sender_id: str, client_msg_id: str) -> str:
-        # Length-prefixed so that no (sender, id) pair can collide with another.
-        return f"{len(sender_id)}:{sender_id}:{client_msg_id}"
-
-
 class ReadState(Document):
     """One user's read watermarks in one conversation (PROTOCOL §7, §11).
 

@@ -8,7 +8,7 @@ exceeds the highest stored seq, the first free slot found is always max + 1.
 """
 from __future__ import annotations
 
-import secrets
+import hashlib
 import time
 
 import redis
@@ -18,7 +18,7 @@ from mongoengine.errors import NotUniqueError
 from .. import envelope, keys, locks, outbox, timeutil
 from ..db import DB_DOWN_ERRORS, unavailable
 from ..errors import CONFLICT, FORBIDDEN, NOT_FOUND, UNAVAILABLE, ApiError
-from ..models import Message, MessageClaim
+from ..models import Message
 from . import conversations
 from .context import Actor, Context
 
@@ -33,15 +33,20 @@ STALE_HINT_AFTER_CONFLICTS = 8
 # Seconds the Redis seq hint lives after a conversation's last send here; a quiet
 # conversation's next send reads last_seq from MongoDB instead.
 SEQ_HINT_TTL_S = 24 * 3600
+# Message ids: 14 bytes of BLAKE2b, 28 hex characters (112 bits: no collision to fear).
+MESSAGE_ID_BYTES = 14
 SYNC_PAGE = 300
 SYNC_MAX_CONVERSATIONS = 500
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 100
 
 
-def new_message_id(now: float) -> str:
-    # Time-ordered prefix (ms, hex) so ids sort roughly by creation; random tail.
-    return f"{int(now * 1000):012x}{secrets.token_hex(8)}"
+def message_id_for(sender_id: str, client_msg_id: str) -> str:
+    """The id of the message a sender's `client_msg_id` makes: the same for every retry,
+    so the insert itself is the idempotency check (the `_id` index refuses a second
+    copy). Length-prefixed, so no (sender, id) pair can collide with another."""
+    key = f"{len(sender_id)}:{sender_id}:{client_msg_id}".encode()
+    return hashlib.blake2b(key, digest_size=MESSAGE_ID_BYTES).hexdigest()
 
 
 def _created_event(ctx: Context, message: Message) -> envelope.Envelope:
@@ -60,50 +65,14 @@ def _find(message_id: str) -> Message | None:
         raise unavailable(exc) from exc
 
 
-def _claim(actor: Actor, conversation_id: str, client_msg_id: str, now: float) -> tuple[MessageClaim, bool]:
-    """Reserve the message id for (sender, client_msg_id).
-
-    Returns (claim, fresh): fresh is False when an earlier attempt made the claim,
-    in which case its message may already be stored.
-    """
-    key = MessageClaim.key(actor.user_id, client_msg_id)
-    claim = MessageClaim(id=key, message_id=new_message_id(now), conversation_id=conversation_id,
-                         created_at=timeutil.utc_datetime(now))
-    fresh = True
-    try:
-        try:
-            claim.save(force_insert=True, validate=False)
-        except NotUniqueError:
-            fresh = False
-            claim = MessageClaim.objects(id=key).first()
-    except DB_DOWN_ERRORS as exc:
-        raise unavailable(exc) from exc
-    if claim is None:  # pragma: no cover - claim deleted between insert and read
-        raise ApiError(CONFLICT, "client_msg_id is being used concurrently; retry")
-    if claim.conversation_id != conversation_id:
-        raise ApiError(CONFLICT, "client_msg_id was already used in another conversation")
-    return claim, fresh
-
-
 def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, body: str,
          reply_to: str | None) -> tuple[dict, bool]:
     """Store and announce a message. Returns (wire message, created_now)."""
     conversations.check_member(conversation_id, actor.user_id)
-    now = ctx.clock()
-    claim, fresh = _claim(actor, conversation_id, client_msg_id, now)
-
-    existing = None if fresh else _find(claim.message_id)
-    if existing is not None:
-        # A retry: same message, nothing new on the sockets. The envelope is
-        # appended again (same event_id) in case the first attempt died before
-        # reaching the outbox; Kafka consumers deduplicate by event_id.
-        outbox.append(ctx.redis, _created_event(ctx, existing))
-        return existing.to_wire(), False
-
     message = Message(
-        id=claim.message_id, conversation_id=conversation_id, sender_id=actor.user_id,
-        body=body, reply_to=reply_to, client_msg_id=client_msg_id,
-        created_at=timeutil.utc_datetime(now), edited_at=None, deleted=False,
+        id=message_id_for(actor.user_id, client_msg_id), conversation_id=conversation_id,
+        sender_id=actor.user_id, body=body, reply_to=reply_to, client_msg_id=client_msg_id,
+        created_at=timeutil.utc_datetime(ctx.clock()), edited_at=None, deleted=False,
     )
     # Senders of one conversation take turns (a short Redis lock): concurrent inserts
     # racing for the same seq make the database retry conflicting writes (FerretDB on
@@ -111,19 +80,27 @@ def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, b
     # for writers that do not take this lock (the message service).
     # The turn covers the seq's choice and the insert only (a Redis read, one insert, a
     # Redis write of the seq hint): the outbox and the emit follow outside it, and the
-    # conversation's last_seq is a sweep's (conversations.advance_due_last_seqs). The contract orders one sender's messages (their sends are handled one after
+    # conversation's last_seq is a sweep's (conversations.advance_due_last_seqs). The
+    # contract orders one sender's messages (their sends are handled one after
     # another), not different senders' deliveries.
     with locks.waiting(ctx.redis, keys.seq_lock(conversation_id), SEQ_LOCK_TTL_S, SEQ_LOCK_WAIT_S,
                        busy=lambda: ApiError(UNAVAILABLE, "conversation too busy, retry"), sleep_s=0.002):
-        concurrent = _insert_with_next_seq(ctx, message)
-    if concurrent is not None:
-        return concurrent.to_wire(), False
-    return _announce(ctx, actor, message), True
+        existing = _insert_with_next_seq(ctx, message)
+    if existing is None:
+        return _announce(ctx, actor, message), True
+    if existing.conversation_id != conversation_id:
+        raise ApiError(CONFLICT, "client_msg_id was already used in another conversation")
+    # A retry: same message, nothing new on the sockets. The envelope is appended
+    # again (same event_id) in case the first attempt died before reaching the
+    # outbox; Kafka consumers deduplicate by event_id.
+    outbox.append(ctx.redis, _created_event(ctx, existing))
+    return existing.to_wire(), False
 
 
 def _insert_with_next_seq(ctx: Context, message: Message) -> Message | None:
-    """Insert `message` at the next free seq. Returns the stored message instead when a
-    concurrent retry of this very send was stored first."""
+    """Insert `message` at the next free seq. Returns the stored message instead when
+    this very send (same id: an earlier attempt, or a concurrent retry) is stored
+    already."""
     conversation_id = message.conversation_id
     seq = conversations.last_seq_hint(ctx.redis, conversation_id) + 1
     for attempt in range(MAX_SEQ_ATTEMPTS):
@@ -132,9 +109,9 @@ def _insert_with_next_seq(ctx: Context, message: Message) -> Message | None:
             message.save(force_insert=True, validate=False)
             break
         except NotUniqueError:
-            concurrent = _find(message.id)
-            if concurrent is not None:  # a concurrent retry of this very send won
-                return concurrent
+            stored = _find(message.id)
+            if stored is not None:  # this very send, stored by an earlier attempt
+                return stored
             # The slot is taken, usually by a concurrent sender: walk up one slot.
             # After several refusals in a row the hint is probably far behind (a
             # failed hint update, or messages the message service wrote), so ask

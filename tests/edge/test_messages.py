@@ -75,6 +75,24 @@ def test_retry_is_idempotent(clients, nodes):
     assert Message.objects(conversation_id=conv).count() == 1
     # The same client_msg_id from another sender is another message.
     assert send(b, conv, "mine", cmid="retry-1")["message"]["seq"] == 2
+    # The same sender's client_msg_id in another conversation is a conflict, and stores nothing.
+    other = support.make_conversation([a.user, b.user])
+    assert send(a, other, "once", cmid="retry-1")["error"]["code"] == "conflict"
+    assert Message.objects(conversation_id=other).count() == 0
+    assert send(a, other, "twice", cmid="retry-2")["message"]["seq"] == 1
+
+
+def test_concurrent_retries_store_one_message(clients, nodes):
+    conv, a, b = pair(clients, nodes)
+    a2 = clients(nodes[1], user=a.user)
+    acks = []
+    threads = [threading.Thread(target=lambda c=c: acks.append(send(c, conv, "x", cmid="same")))
+               for c in (a, a2, a, a2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert all(ack["ok"] for ack in acks), acks
+    assert len({ack["message"]["id"] for ack in acks}) == 1
+    assert Message.objects(conversation_id=conv).count() == 1
 
 
 def test_seq_is_gapless_under_concurrent_senders(clients, nodes):
