@@ -10,10 +10,10 @@ from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
 from .. import keys
-from ..redis_client import script
 from ..db import DB_DOWN_ERRORS, unavailable
 from ..errors import FORBIDDEN, NOT_FOUND, UNAVAILABLE, ApiError
 from ..models import Conversation, Message
+from ..redis_client import script
 
 log = logging.getLogger(__name__)
 
