@@ -2,6 +2,7 @@
 tasks.conversations): sends note conversations as due; a run writes each one's newest
 seq hint once, never backwards, and a run killed midway leaves its work to the next."""
 import pytest
+import redis
 
 from realtime import keys
 from realtime.actions import conversations, messages
@@ -80,3 +81,17 @@ def test_a_conversation_without_a_hint_is_skipped(ctx):
     ctx.redis.delete(keys.seq_hint(conv))  # expired
     assert conversations.advance_due_last_seqs(ctx.redis) == 2
     assert stored_last_seq(conv) == 0 and stored_last_seq(other) == 2
+
+
+def test_a_send_whose_hint_redis_refuses_writes_last_seq_itself(ctx, monkeypatch):
+    alice = unique("alice")
+    conv = support.make_conversation([alice])
+
+    def refused(*args, **kwargs):
+        raise redis.ConnectionError("refused")
+
+    monkeypatch.setattr(conversations, "note_sent_seq", refused)
+    send_messages(ctx, conv, alice, 1)
+    # Nothing noted it as due and no hint counts it: last_seq is the only copy.
+    assert stored_last_seq(conv) == 1
+    assert not ctx.redis.sismember(keys.LAST_SEQ_DUE, conv)
