@@ -8,6 +8,28 @@ import zlib
 LOWER, HIGHER = "lower", "higher"
 
 
+def median_of_runs(runs: list):
+    """One result of the same shape as each run's, every number the median over the runs
+    (tails move by 20-50 % between runs on a small machine; a median of alternated runs is
+    steadier than any one). Other leaves (labels, errors) come from the first run that has
+    them; a figure missing from some runs is the median of the others."""
+    present = [r for r in runs if r is not None]
+    if not present:
+        return None
+    if all(isinstance(r, dict) for r in present):
+        keys = list(dict.fromkeys(k for r in present for k in r))
+        return {k: median_of_runs([r.get(k) for r in present]) for k in keys}
+    if all(isinstance(r, list) for r in present) and len({len(r) for r in present}) == 1:
+        return [median_of_runs(list(items)) for items in zip(*present)]
+    numbers = [r for r in present if isinstance(r, (int, float)) and not isinstance(r, bool)]
+    if len(numbers) == len(present):
+        ordered = sorted(numbers)
+        mid = len(ordered) // 2
+        median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        return round(median, 3) if isinstance(median, float) else median
+    return present[0]
+
+
 def _get(d, *path):
     for p in path:
         if d is None:
@@ -105,7 +127,9 @@ def markdown(results: dict) -> str:
     lines = ["# Benchmark: edge (python-socketio + eventlet) vs Node.js Socket.IO", "",
              f"Run {m0.get('time_utc')} – {m1.get('time_utc')} UTC; load average at start {m0.get('loadavg')}, "
              f"at end {m1.get('loadavg')}; {m0.get('cpus')} CPUs; generator on CPU {m0.get('generator_cpu')}, "
-             f"servers on CPU {m0.get('server_cpu')}; Python {m0.get('python')}, Node {m0.get('node')}.", "",
+             f"servers on CPU {m0.get('server_cpu')}; Python {m0.get('python')}, Node {m0.get('node')}."
+             + (f" Each figure is the median of {results['repeat']} runs, the servers alternated "
+                f"(every run's figures: `runs` in the JSON)." if results.get("repeat", 1) > 1 else ""), "",
              "`ratio` = edge / node; `edge better` = how many times better the edge is on that figure "
              "(>1: edge ahead). `edge-stock` = the same edge with EDGE_FAST_BROADCAST=off and FANOUT_ROUTING=broadcast.", "",
              "| workload | metric | edge | node | ratio | edge better | edge-stock |",

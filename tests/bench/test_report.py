@@ -1,0 +1,25 @@
+"""bench/report.py's median over repeated runs (pure, no I/O)."""
+from bench.report import median_of_runs
+
+
+def test_every_number_is_the_median_over_the_runs():
+    runs = [
+        {"W1": [{"connect_p99_ms": 120, "kb_per_connection": 9.5}], "label": "a", "cpu": [10.0, 20.0]},
+        {"W1": [{"connect_p99_ms": 180, "kb_per_connection": 9.7}], "label": "b", "cpu": [30.0, 10.0]},
+        {"W1": [{"connect_p99_ms": 130, "kb_per_connection": 9.6}], "label": "c", "cpu": [20.0, 40.0]},
+    ]
+    assert median_of_runs(runs) == {"W1": [{"connect_p99_ms": 130, "kb_per_connection": 9.6}],
+                                    "label": "a", "cpu": [20.0, 20.0]}
+
+
+def test_an_even_count_takes_the_mean_of_the_middle_two():
+    assert median_of_runs([{"p50": 10}, {"p50": 30}, {"p50": 20}, {"p50": 50}]) == {"p50": 25}
+
+
+def test_a_figure_missing_or_failed_in_one_run_is_the_median_of_the_others():
+    runs = [{"W4": {"p99": 2.0}}, {"W4": {"error": "boom"}}, {"W4": {"p99": 4.0}}]
+    assert median_of_runs(runs) == {"W4": {"p99": 3.0, "error": "boom"}}
+
+
+def test_flags_and_text_are_not_averaged():
+    assert median_of_runs([{"ok": True, "n": None}, {"ok": False, "n": 3}]) == {"ok": True, "n": 3}
