@@ -441,6 +441,8 @@ def main() -> None:
                     help="run every workload this many times, the servers alternated, and report medians")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     only = set(args.only.split(","))
     stock_only = set(args.stock_only.split(","))
     out_dir = pathlib.Path(args.out)
