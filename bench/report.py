@@ -6,6 +6,8 @@ import struct
 import zlib
 
 LOWER, HIGHER = "lower", "higher"
+# A figure about the set-up, not the server (the generator's load): shown, never ranked.
+CONTEXT = "context"
 
 
 def median_of_runs(runs: list):
@@ -45,6 +47,7 @@ PUB_METRICS = ((("latency", "p50_ms"), "p50 ms", LOWER), (("latency", "p99_ms"),
                (("latency", "max_ms"), "max ms", LOWER), (("deliveries_per_s",), "deliveries/s", HIGHER),
                (("loss_ratio",), "loss ratio", LOWER), (("reorders",), "reorders", LOWER),
                (("server_us_per_delivery",), "server CPU us/delivery", LOWER),
+               (("backing_us_per_delivery",), "Redis + database CPU us/delivery", LOWER),
                (("non_member_node_cpu_pct",), "CPU % of a node with no member", LOWER),
                (("non_member_us_per_emit",), "CPU us/emit on a node with no member", LOWER),
                (("publish_rate",), "emits/s published", HIGHER))
@@ -59,7 +62,9 @@ def rows(results: dict) -> list[tuple[str, str, object, object, object, str]]:
         c = w.get("clients")
         for key, label, better in (("connected", "connected", HIGHER), ("kb_per_connection", "KB per connection", LOWER),
                                    ("connect_p50_ms", "connect p50 ms", LOWER), ("connect_p99_ms", "connect p99 ms", LOWER),
-                                   ("connect_cpu_us", "server CPU per connect µs", LOWER)):
+                                   ("connect_cpu_us", "server CPU per connect µs", LOWER),
+                                   ("backing_cpu_us_per_connect", "Redis + database CPU per connect µs", LOWER),
+                                   ("connect_generator_cpu_pct", "generator CPU % during the connects", CONTEXT)):
             out.append((f"W1 {c:,} idle connections", label, _get(e, "W1", i, key), _get(n, "W1", i, key),
                         _get(st, "W1", i, key), better))
 
@@ -85,7 +90,9 @@ def rows(results: dict) -> list[tuple[str, str, object, object, object, str]]:
             for key, label, better in ((("deliveries_per_s",), "deliveries/s", HIGHER),
                                        (("latency", "p50_ms"), "p50 ms", LOWER), (("latency", "p99_ms"), "p99 ms", LOWER),
                                        (("loss_ratio",), "loss ratio", LOWER), (("reorders",), "reorders", LOWER),
-                                       (("acked",), "messages acked", HIGHER)):
+                                       (("acked",), "messages acked", HIGHER),
+                                       (("server_us_per_delivery",), "server CPU us/delivery", LOWER),
+                                       (("backing_us_per_delivery",), "Redis + database CPU us/delivery", LOWER)):
                 vals = [_get(x, "W2e2e", "phases", j, *key) for x in (e, n, st)]
                 out.append((lab, label, vals[0], vals[1], vals[2], better))
     pub("W3", (), "W3")
@@ -101,7 +108,7 @@ def ratio(edge, node):
 
 def advantage(edge, node, better):
     """>1 when the edge is better."""
-    if not isinstance(edge, (int, float)) or not isinstance(node, (int, float)):
+    if better == CONTEXT or not isinstance(edge, (int, float)) or not isinstance(node, (int, float)):
         return None
     if better == HIGHER:
         return edge / node if node else None
@@ -127,7 +134,7 @@ def markdown(results: dict) -> str:
     lines = ["# Benchmark: edge (python-socketio + eventlet) vs Node.js Socket.IO", "",
              f"Run {m0.get('time_utc')} – {m1.get('time_utc')} UTC; load average at start {m0.get('loadavg')}, "
              f"at end {m1.get('loadavg')}; {m0.get('cpus')} CPUs; generator on CPU {m0.get('generator_cpu')}, "
-             f"servers on CPU {m0.get('server_cpu')}; Python {m0.get('python')}, Node {m0.get('node')}."
+             f"servers on CPU {m0.get('server_cpu')}, Redis and the database on CPU {m0.get('backing_cpu') or 'any'}; Python {m0.get('python')}, Node {m0.get('node')}."
              + (f" Each figure is the median of {results['repeat']} runs, the servers alternated "
                 f"(every run's figures: `runs` in the JSON)." if results.get("repeat", 1) > 1 else ""), "",
              "`ratio` = edge / node; `edge better` = how many times better the edge is on that figure "
@@ -137,7 +144,8 @@ def markdown(results: dict) -> str:
     for wl, metric, e, n, st, better in rows(results):
         r = ratio(e, n)
         a = advantage(e, n, better)
-        lines.append(f"| {wl} | {metric} ({better} is better) | {fmt(e)} | {fmt(n)} | "
+        how = "not ranked" if better == CONTEXT else f"{better} is better"
+        lines.append(f"| {wl} | {metric} ({how}) | {fmt(e)} | {fmt(n)} | "
                      f"{'—' if r is None else f'{r:.2f}'} | {'—' if a is None else f'{a:.2f}×'} | {fmt(st)} |")
     w5 = results.get("W5")
     if w5:
@@ -155,10 +163,10 @@ def markdown(results: dict) -> str:
                 for label, ph in ((g or {}).get("phases") or {}).items():
                     lines.append(f"- {kind} {wname} {m} {label}: generator {ph.get('generator_cpu_pct')} %, serving "
                                  f"nodes {ph.get('serving_nodes_cpu_pct')} %, node with no member "
-                                 f"{ph.get('non_member_node_cpu_pct')} %")
+                                 f"{ph.get('non_member_node_cpu_pct')} %, Redis + database {ph.get('backing_cpu_pct')} %")
         for ph in ((res.get("W2e2e") or {}).get("phases") or []):
             lines.append(f"- {kind} W2 e2e {ph.get('label')}: generator {ph.get('generator_cpu_pct')} %, "
-                         f"servers {ph.get('server_cpu_pct')} %")
+                         f"servers {ph.get('server_cpu_pct')} %, Redis + database {ph.get('backing_cpu_pct')} %")
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,9 @@ Runs inside the stack's network namespace (`make bench`, scripts/bench.sh). For 
 server set it starts three processes pinned to the server CPU — two serving nodes and
 an idle "observer" node that has no clients (its CPU is what a node spends on rooms and
 users it has no member of) — and drives them with bench/node/loadgen.js (official
-socket.io-client, websocket) pinned to the generator CPU.
+socket.io-client, websocket) pinned to the generator CPU. The stack's Redis, database and
+Kafka are moved to the generator CPU for the run (BACKING_CPU below) and their CPU is
+reported apart.
 
 Server sets:
   edge        the edge as shipped (EDGE_FAST_BROADCAST default: on for eventlet)
@@ -40,6 +42,16 @@ NODE_DIR = ROOT / "bench" / "node"
 RESULTS = ROOT / "bench" / "results"
 GEN_CPU = os.environ.get("BENCH_GEN_CPU", "0")
 SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "1")
+# The stack's Redis, database and Kafka share the generator's CPU during a run (empty:
+# left where the scheduler puts them). Unpinned, a Redis woken by a node's write often
+# ran on the servers' CPU (the kernel wakes a task near its waker) and took it from the
+# nodes: latency then depended on where Redis happened to run, and the edge, which
+# talks to Redis on every connect, paid for Redis's work in its own latency. In a
+# deployment these services run on machines of their own; their CPU is reported
+# apart ("Redis + database CPU"), so what the edge makes them do stays visible.
+BACKING_CPU = os.environ.get("BENCH_BACKING_CPU", GEN_CPU)
+BACKING_PROGRAMS = ("services:redis", "services:ferretdb", "services:kafka")
+SUPERVISORCTL = [str(ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(ROOT / "supervisord.conf")]
 EDGE_CHANNEL = "bench-socketio"
 NODE_PREFIX = "bench-node"
 PORTS = {"edge": (5101, 5102, 5103), "edge-stock": (5111, 5112, 5113), "edge-gevent": (5121, 5122, 5123),
@@ -139,6 +151,69 @@ class ServerSet:
         return [rss_bytes(p) for p in self.pids]
 
 
+class BackingServices:
+    """The stack's Redis, database and Kafka processes (supervisord's `services:`)."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids                          # program name -> pid
+        self._masks: dict[int, set[int]] = {}     # pid -> its affinity before `pin`
+
+    @classmethod
+    def of_stack(cls) -> "BackingServices":
+        pids = {}
+        for program in BACKING_PROGRAMS:
+            out = subprocess.run([*SUPERVISORCTL, "pid", program], capture_output=True, text=True).stdout.strip()
+            if out.isdigit() and int(out) > 0:
+                pids[program.split(":", 1)[1]] = int(out)
+        return cls(pids)
+
+    def pin(self, cpus: str) -> None:
+        """Every thread of every service onto `cpus` (e.g. "0"); `restore` undoes it."""
+        target = {int(c) for c in cpus.split(",")}
+        for pid in self.pids.values():
+            try:
+                self._masks.setdefault(pid, os.sched_getaffinity(pid))
+            except ProcessLookupError:
+                continue
+            self._set_threads(pid, target)
+
+    def restore(self) -> None:
+        for pid, mask in self._masks.items():
+            self._set_threads(pid, mask)
+        self._masks = {}
+
+    @staticmethod
+    def _set_threads(pid: int, mask: set[int]) -> None:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except FileNotFoundError:
+            return
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, mask)
+            except (ProcessLookupError, PermissionError):
+                pass   # a thread gone since the listing
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by Redis and the database (Kafka is not on these paths)."""
+        total = 0.0
+        for name in ("redis", "ferretdb"):
+            pid = self.pids.get(name)
+            if pid is not None:
+                try:
+                    total += cpu_s(pid)
+                except FileNotFoundError:
+                    pass
+        return total
+
+
+BACKING: BackingServices | None = None
+
+
+def backing_cpu() -> float:
+    return BACKING.cpu() if BACKING is not None else 0.0
+
+
 # ------------------------------------------------------------------ load generator
 class LoadGen:
     def __init__(self, spec: dict, tag: str):
@@ -229,11 +304,12 @@ def w1_idle(servers: ServerSet, users: Users, n: int) -> dict:
     # CPU per connect: what the two serving processes spent from the first connect to the
     # last (/proc accounting; steadier than connect latency, which both servers' run-to-run
     # noise moves by up to 2x).
-    storm_cpu0 = servers.cpu()
+    storm_cpu0, backing0 = servers.cpu(), backing_cpu()
     gen = LoadGen(spec, f"w1-{servers.kind}-{n}")
     try:
         connected = gen.next(timeout=600)
         storm_cpu = [b - a for a, b in zip(storm_cpu0, servers.cpu())]
+        storm_backing = backing_cpu() - backing0
         time.sleep(3)
         rss1 = sum(servers.rss()[:2])
         cpu0 = servers.cpu()
@@ -246,10 +322,12 @@ def w1_idle(servers: ServerSet, users: Users, n: int) -> dict:
     conns = max(1, connected["connected"])
     return {"clients": n, "connected": connected["connected"], "connect_errors": connected["connect_errors"],
             "connect_s": connected["connect_s"], "connect_p50_ms": connected["connect"]["p50_ms"],
+            "connect_generator_cpu_pct": connected.get("connect_generator_cpu_pct"),
             "connect_p99_ms": connected["connect"]["p99_ms"],
             "rss_before_mb": round(rss0 / 2**20, 1), "rss_after_mb": round(rss1 / 2**20, 1),
             "kb_per_connection": round((rss1 - rss0) / conns / 1024, 1),
             "connect_cpu_us": round(sum(storm_cpu[:2]) / conns * 1e6),
+            "backing_cpu_us_per_connect": round(storm_backing / conns * 1e6),
             "idle_cpu_pct_5s": round(sum(idle_cpu[:2]) / 5 * 100, 1),
             "generator_cpu_s": done.get("generator_cpu_s")}
 
@@ -262,10 +340,11 @@ def run_room(servers: ServerSet, spec: dict, tag: str) -> dict:
         while True:
             msg = gen.next(timeout=300)
             if msg["phase"] == "phase_start":
-                c0, t0 = servers.cpu(), time.monotonic()
+                c0, k0, t0 = servers.cpu(), backing_cpu(), time.monotonic()
             elif msg["phase"] == "phase_end":
                 dt = time.monotonic() - t0
-                phases.append({"server_cpu_pct": [round((b - a) / dt * 100, 1) for a, b in zip(c0, servers.cpu())]})
+                phases.append({"server_cpu_pct": [round((b - a) / dt * 100, 1) for a, b in zip(c0, servers.cpu())],
+                               "backing_cpu_pct": round((backing_cpu() - k0) / dt * 100, 1)})
             elif msg["phase"] == "done":
                 done = msg
                 break
@@ -277,6 +356,8 @@ def run_room(servers: ServerSet, spec: dict, tag: str) -> dict:
         # server CPU per delivery (serving nodes), microseconds
         busy = sum(extra["server_cpu_pct"][:2]) / 100 * res["window_s"]
         res["server_us_per_delivery"] = round(busy / d * 1e6, 2) if d else None
+        res["backing_us_per_delivery"] = (round(extra["backing_cpu_pct"] / 100 * res["window_s"] / d * 1e6, 2)
+                                          if d else None)
     return {"connected": connected["connected"], "connect_errors": connected["connect_errors"],
             "join_errors": connected["join_errors"], "connect_p99_ms": connected["connect"]["p99_ms"],
             "phases": done["phases"]}
@@ -310,10 +391,11 @@ def run_publish(servers: ServerSet, spec_clients: list[dict], targets: list[str]
         targets_file.write_text(json.dumps(targets))
         for label, rate, duration_s in phases:
             time.sleep(1)
-            b0, bt = servers.cpu(), time.monotonic()
+            b0, kb0, bt = servers.cpu(), backing_cpu(), time.monotonic()
             time.sleep(2)
             base = [(b - a) / (time.monotonic() - bt) for a, b in zip(b0, servers.cpu())]  # idle CPU s/s
-            c0, t0 = servers.cpu(), time.monotonic()
+            backing_base = (backing_cpu() - kb0) / (time.monotonic() - bt)
+            c0, k0, t0 = servers.cpu(), backing_cpu(), time.monotonic()
             published = publish(servers, targets_file, rate, duration_s)
             expected = published["sent"] * per_target
             # drain: until the servers are idle again for 2 s (at most 25 s)
@@ -328,6 +410,8 @@ def run_publish(servers: ServerSet, spec_clients: list[dict], targets: list[str]
                     break
             dt = time.monotonic() - t0
             used = [max(0.0, (b - a) - bb * dt) for a, b, bb in zip(c0, servers.cpu(), base)]
+            # Redis's share includes the publisher's PUBLISH commands, the same for both servers.
+            backing_used = max(0.0, backing_cpu() - k0 - backing_base * dt)
             gen.say("mark")
             mark = gen.next()
             while mark.get("phase") != "mark":
@@ -344,6 +428,8 @@ def run_publish(servers: ServerSet, spec_clients: list[dict], targets: list[str]
                 "non_member_node_cpu_pct": round(used[2] / dt * 100, 2),
                 "non_member_us_per_emit": round(used[2] / sent * 1e6, 2) if sent else None,
                 "server_us_per_delivery": round(sum(used[:2]) / received * 1e6, 2) if received else None,
+                "backing_cpu_pct": round(backing_used / dt * 100, 1),
+                "backing_us_per_delivery": round(backing_used / received * 1e6, 2) if received else None,
                 "generator_cpu_pct": mark.get("generator_cpu_pct"), "publisher": published.get("publisher")}
         gen.say("stop")
         gen.next()
@@ -416,7 +502,7 @@ def machine() -> dict:
     return {"loadavg": [float(x) for x in load], "cpus": os.cpu_count(), "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
             "python": platform.python_version(),
             "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
-            "generator_cpu": GEN_CPU, "server_cpu": SERVER_CPU}
+            "generator_cpu": GEN_CPU, "server_cpu": SERVER_CPU, "backing_cpu": BACKING_CPU}
 
 
 def main() -> None:
@@ -443,11 +529,23 @@ def main() -> None:
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
-    only = set(args.only.split(","))
-    stock_only = set(args.stock_only.split(","))
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict = {"machine_start": machine(), "args": vars(args), "servers": {}, "repeat": args.repeat}
+    global BACKING
+    BACKING = BackingServices.of_stack()
+    if BACKING_CPU:
+        BACKING.pin(BACKING_CPU)
+    try:
+        run_all(args, out_dir)
+    finally:
+        BACKING.restore()
+
+
+def run_all(args, out_dir: pathlib.Path) -> None:
+    only = set(args.only.split(","))
+    stock_only = set(args.stock_only.split(","))
+    results: dict = {"machine_start": machine(), "args": vars(args), "servers": {}, "repeat": args.repeat,
+                     "backing_services": sorted(BACKING.pids) if BACKING is not None else []}
     runs: dict[str, list[dict]] = {}
 
     # With --repeat, whole rounds over the servers (edge, node, edge, node, ...), so that

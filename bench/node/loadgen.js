@@ -168,6 +168,9 @@ async function main() {
   const conc = spec.connect_concurrency || 200;
   const socks = await pool(spec.clients, conc, (c, i) => connectOne(i, c));
   const connectS = (now() - tConnect) / 1000;
+  // The generator's own CPU over the connects: near 100 % it, not the server, sets the pace.
+  const connectCpu = process.cpuUsage(cpu0);
+  const connectGenPct = Math.round(((connectCpu.user + connectCpu.system) / 1000 / (connectS * 1000)) * 100);
   let joinErrors = 0;
   await pool(spec.clients.map((c, i) => [c, i]), conc, async ([c, i]) => {
     const s = socks[i];
@@ -181,7 +184,8 @@ async function main() {
   sockets.push(...socks);
   const connected = socks.filter(Boolean).length;
   out({ phase: "connected", connected, connect_errors: connectErrors, join_errors: joinErrors,
-        connect_s: Math.round(connectS * 100) / 100, connect: connectLat.summary() });
+        connect_s: Math.round(connectS * 100) / 100, connect: connectLat.summary(),
+        connect_generator_cpu_pct: connectGenPct });
 
   const result = { connected, connect_errors: connectErrors, join_errors: joinErrors, connect: connectLat.summary() };
   if (spec.mode === "room") {

@@ -23,3 +23,15 @@ def test_a_figure_missing_or_failed_in_one_run_is_the_median_of_the_others():
 
 def test_flags_and_text_are_not_averaged():
     assert median_of_runs([{"ok": True, "n": None}, {"ok": False, "n": 3}]) == {"ok": True, "n": 3}
+
+
+def test_the_generators_load_is_shown_but_never_ranked():
+    from bench.report import CONTEXT, advantage, markdown
+    assert advantage(90, 60, CONTEXT) is None
+    results = {"servers": {"edge": {"W1": [{"clients": 1000, "connect_generator_cpu_pct": 90,
+                                            "backing_cpu_us_per_connect": 120}]},
+                           "node": {"W1": [{"clients": 1000, "connect_generator_cpu_pct": 60,
+                                            "backing_cpu_us_per_connect": 0}]}}}
+    table = markdown(results)
+    assert "| W1 1,000 idle connections | generator CPU % during the connects (not ranked) | 90 | 60 | 1.50 | — |" in table
+    assert "| W1 1,000 idle connections | Redis + database CPU per connect µs (lower is better) | 120 | 0 | — | 0.00× |" in table
