@@ -68,5 +68,11 @@ def _log_slow_collections(phase: str, info: dict) -> None:
         return
     paused_ms = (time.perf_counter() - _started_at) * 1000
     if paused_ms >= SLOW_COLLECTION_MS:
-        log.warning("gc: generation %d collection stopped the node for %.0f ms (%d objects freed)",
-                    info["generation"], paused_ms, info["collected"])
+        try:
+            log.warning("gc: generation %d collection stopped the node for %.0f ms (%d objects freed)",
+                        info["generation"], paused_ms, info["collected"])
+        except Exception:
+            # A collection while the process exits: logging asks eventlet for the current
+            # thread, which fails once the greenlets are being finalized, and an exception
+            # here would only be printed as "Exception ignored in" noise.
+            pass

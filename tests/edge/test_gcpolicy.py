@@ -58,3 +58,15 @@ def test_a_long_collection_is_logged_and_a_short_one_is_not(caplog):
     gcpolicy._log_slow_collections("stop", info)
     [record] = caplog.records
     assert "generation 2" in record.getMessage() and "7 objects freed" in record.getMessage()
+
+
+def test_a_logging_failure_does_not_escape_the_collector_callback(monkeypatch):
+    # At exit under eventlet, logging's current_thread() raises "greenlet is being finalized".
+    def failing_warning(*args, **kwargs):
+        raise RuntimeError("greenlet is being finalized")
+
+    monkeypatch.setattr(gcpolicy.log, "warning", failing_warning)
+    info = {"generation": 1, "collected": 3}
+    gcpolicy._log_slow_collections("start", info)
+    gcpolicy._started_at = time.perf_counter() - (gcpolicy.SLOW_COLLECTION_MS + 50) / 1000
+    gcpolicy._log_slow_collections("stop", info)   # no exception
