@@ -1,8 +1,12 @@
 """Conversation lookups and membership checks."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
+import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import redis
 from mongoengine.errors import MongoEngineException
@@ -145,13 +149,98 @@ return redis.call('SMEMBERS', KEYS[2])
 """
 
 
-def note_sent_seq(r: redis.Redis, conversation_id: str, seq: int, ttl_s: int) -> None:
-    """A send's last step in its turn: the seq hint, and the conversation due for the
-    `last_seq` sweep (one round trip)."""
-    pipe = r.pipeline(transaction=False)
-    pipe.set(keys.seq_hint(conversation_id), seq, ex=ttl_s)
-    pipe.sadd(keys.LAST_SEQ_DUE, conversation_id)
-    pipe.execute()
+# --- a send's turn in its conversation ---------------------------------------------------
+# Senders of one conversation take turns: a short Redis lock, held for the seq's choice and
+# the insert (messages.send). Taking it also reads the seq hint, and ending it writes the
+# new hint, notes the conversation due for the sweep and releases the lock: two round
+# trips, where a lock, a read, a write and an unlock took four.
+
+# KEYS: lock, seq hint. ARGV: token, lock TTL (ms). Returns {taken, hint or ''}.
+_TAKE_SEQ_TURN = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('GET', KEYS[2]) or ''}
+end
+return {0, ''}
+"""
+
+# KEYS: lock, seq hint, due set. ARGV: token, seq, hint TTL (s), conversation id. The hint
+# only moves forward: a turn that outlived its lock must not take back a later send's.
+_END_SEQ_TURN = """
+local hint = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if tonumber(ARGV[2]) > hint then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+redis.call('SADD', KEYS[3], ARGV[4])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# KEYS: lock. ARGV: token. Releases the lock if it is still this turn's.
+_RELEASE_SEQ_TURN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class SeqTurn:
+    conversation_id: str
+    token: str
+    last_seq: int                 # the seq to build on: the Redis hint, else the stored one
+    sent_seq: int | None = None   # set by the holder once its message is stored
+
+
+def _take_seq_turn(r: redis.Redis, conversation_id: str, stored_last_seq: int, ttl_s: float,
+                   wait_s: float, poll_s: float) -> SeqTurn:
+    token = secrets.token_hex(8)
+    take = script(r, _TAKE_SEQ_TURN)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            taken, hint = take(keys=[keys.seq_lock(conversation_id), keys.seq_hint(conversation_id)],
+                               args=[token, int(ttl_s * 1000)])
+        except redis.RedisError as exc:
+            raise ApiError(UNAVAILABLE, "service unavailable") from exc
+        if taken:
+            return SeqTurn(conversation_id, token, int(hint) if hint else stored_last_seq)
+        if time.monotonic() >= deadline:
+            raise ApiError(UNAVAILABLE, "conversation too busy, retry")
+        time.sleep(poll_s)   # green under eventlet
+
+
+def _end_seq_turn(r: redis.Redis, turn: SeqTurn, hint_ttl_s: int) -> None:
+    script(r, _END_SEQ_TURN)(
+        keys=[keys.seq_lock(turn.conversation_id), keys.seq_hint(turn.conversation_id), keys.LAST_SEQ_DUE],
+        args=[turn.token, turn.sent_seq, hint_ttl_s, turn.conversation_id])
+
+
+@contextlib.contextmanager
+def seq_turn(r: redis.Redis, conversation_id: str, stored_last_seq: int, *, ttl_s: float, wait_s: float,
+             poll_s: float, hint_ttl_s: int) -> Iterator[SeqTurn]:
+    """Hold the conversation's send turn. `stored_last_seq` (the conversation document's)
+    stands in for an expired hint. Raises ApiError(unavailable) when Redis fails or the
+    turn stays taken for `wait_s`.
+
+    At the end, a holder that set `sent_seq` has its seq noted (hint, sweep); if Redis
+    refuses that, `last_seq` is written here instead, as the only copy readers can see,
+    and the lock is left to its TTL. A holder that did not (a retry, a failure) just
+    releases the lock."""
+    turn = _take_seq_turn(r, conversation_id, stored_last_seq, ttl_s, wait_s, poll_s)
+    try:
+        yield turn
+    finally:
+        if turn.sent_seq is not None:
+            try:
+                _end_seq_turn(r, turn, hint_ttl_s)
+            except redis.RedisError:
+                advance_last_seq(conversation_id, turn.sent_seq)
+        else:
+            try:
+                script(r, _RELEASE_SEQ_TURN)(keys=[keys.seq_lock(conversation_id)], args=[turn.token])
+            except redis.RedisError:
+                pass   # the TTL frees it
 
 
 def advance_due_last_seqs(r: redis.Redis) -> int:

@@ -15,7 +15,7 @@ import redis
 
 from mongoengine.errors import NotUniqueError
 
-from .. import envelope, keys, locks, outbox, timeutil
+from .. import envelope, keys, outbox, timeutil
 from ..db import DB_DOWN_ERRORS, unavailable
 from ..errors import CONFLICT, FORBIDDEN, NOT_FOUND, UNAVAILABLE, ApiError
 from ..models import Message
@@ -28,6 +28,8 @@ MAX_SEQ_ATTEMPTS = 50
 # The per-conversation send turn: held for one insert and one hint update.
 SEQ_LOCK_TTL_S = 5.0
 SEQ_LOCK_WAIT_S = 4.0
+# Seconds between two tries for a turn that is taken.
+SEQ_LOCK_POLL_S = 0.002
 # Consecutive slot refusals after which the last_seq hint is treated as stale.
 STALE_HINT_AFTER_CONFLICTS = 8
 # Seconds the Redis seq hint lives after a conversation's last send here; a quiet
@@ -68,7 +70,7 @@ def _find(message_id: str) -> Message | None:
 def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, body: str,
          reply_to: str | None) -> tuple[dict, bool]:
     """Store and announce a message. Returns (wire message, created_now)."""
-    conversations.check_member(conversation_id, actor.user_id)
+    membership = conversations.check_member(conversation_id, actor.user_id)
     message = Message(
         id=message_id_for(actor.user_id, client_msg_id), conversation_id=conversation_id,
         sender_id=actor.user_id, body=body, reply_to=reply_to, client_msg_id=client_msg_id,
@@ -78,14 +80,17 @@ def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, b
     # racing for the same seq make the database retry conflicting writes (FerretDB on
     # SQLite stalled for seconds). The unique index below stays the guarantee, also
     # for writers that do not take this lock (the message service).
-    # The turn covers the seq's choice and the insert only (a Redis read, one insert, a
-    # Redis write of the seq hint): the outbox and the emit follow outside it, and the
-    # conversation's last_seq is a sweep's (conversations.advance_due_last_seqs). The
-    # contract orders one sender's messages (their sends are handled one after
-    # another), not different senders' deliveries.
-    with locks.waiting(ctx.redis, keys.seq_lock(conversation_id), SEQ_LOCK_TTL_S, SEQ_LOCK_WAIT_S,
-                       busy=lambda: ApiError(UNAVAILABLE, "conversation too busy, retry"), sleep_s=0.002):
-        existing = _insert_with_next_seq(ctx, message)
+    # The turn covers the seq's choice and the insert only (the hint read with the lock,
+    # one insert, the hint written with the unlock): the outbox and the emit follow
+    # outside it, and the conversation's last_seq is a sweep's
+    # (conversations.advance_due_last_seqs). The contract orders one sender's messages
+    # (their sends are handled one after another), not different senders' deliveries.
+    with conversations.seq_turn(ctx.redis, conversation_id, membership.last_seq, ttl_s=SEQ_LOCK_TTL_S,
+                                wait_s=SEQ_LOCK_WAIT_S, poll_s=SEQ_LOCK_POLL_S,
+                                hint_ttl_s=SEQ_HINT_TTL_S) as turn:
+        existing = _insert_with_next_seq(message, turn.last_seq)
+        if existing is None:
+            turn.sent_seq = message.seq
     if existing is None:
         return _announce(ctx, actor, message), True
     if existing.conversation_id != conversation_id:
@@ -97,17 +102,17 @@ def send(ctx: Context, actor: Actor, conversation_id: str, client_msg_id: str, b
     return existing.to_wire(), False
 
 
-def _insert_with_next_seq(ctx: Context, message: Message) -> Message | None:
-    """Insert `message` at the next free seq. Returns the stored message instead when
-    this very send (same id: an earlier attempt, or a concurrent retry) is stored
-    already."""
+def _insert_with_next_seq(message: Message, last_seq: int) -> Message | None:
+    """Insert `message` at the first free seq after `last_seq`. Returns the stored
+    message instead when this very send (same id: an earlier attempt, or a concurrent
+    retry) is stored already."""
     conversation_id = message.conversation_id
-    seq = conversations.last_seq_hint(ctx.redis, conversation_id) + 1
+    seq = last_seq + 1
     for attempt in range(MAX_SEQ_ATTEMPTS):
         message.seq = seq
         try:
             message.save(force_insert=True, validate=False)
-            break
+            return None
         except NotUniqueError:
             stored = _find(message.id)
             if stored is not None:  # this very send, stored by an earlier attempt
@@ -122,16 +127,7 @@ def _insert_with_next_seq(ctx: Context, message: Message) -> Message | None:
                 seq += 1
         except DB_DOWN_ERRORS as exc:
             raise unavailable(exc) from exc
-    else:
-        raise ApiError(UNAVAILABLE, "conversation too busy, retry")
-    try:
-        conversations.note_sent_seq(ctx.redis, conversation_id, message.seq, SEQ_HINT_TTL_S)
-    except redis.RedisError:
-        # No hint for readers and no sweep to advance last_seq: advance it here, as
-        # the only copy readers can see. The next sender reads it, and the unique
-        # index walks on if it is behind.
-        conversations.advance_last_seq(conversation_id, message.seq)
-    return None
+    raise ApiError(UNAVAILABLE, "conversation too busy, retry")
 
 
 def _announce(ctx: Context, actor: Actor, message: Message) -> dict:

@@ -90,7 +90,7 @@ def test_a_send_whose_hint_redis_refuses_writes_last_seq_itself(ctx, monkeypatch
     def refused(*args, **kwargs):
         raise redis.ConnectionError("refused")
 
-    monkeypatch.setattr(conversations, "note_sent_seq", refused)
+    monkeypatch.setattr(conversations, "_end_seq_turn", refused)
     send_messages(ctx, conv, alice, 1)
     # Nothing noted it as due and no hint counts it: last_seq is the only copy.
     assert stored_last_seq(conv) == 1
