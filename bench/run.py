@@ -28,6 +28,7 @@ import math
 import os
 import pathlib
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -533,6 +534,8 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     global BACKING
     BACKING = BackingServices.of_stack()
+    # A stopped run (SIGTERM too, not only Ctrl-C) still gives the services their CPUs back.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if BACKING_CPU:
         BACKING.pin(BACKING_CPU)
     try:
