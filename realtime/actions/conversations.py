@@ -130,25 +130,6 @@ def advance_last_seq(conversation_id: str, seq: int) -> None:
         pass
 
 
-# --- last_seq, advanced by a sweep rather than by each send -----------------------------
-# Why: every `$max` rewrites the whole conversation document (MongoDB's WiredTiger and
-# FerretDB alike), tens of KB for a big group, once per message. Sends only note the
-# conversation as due (with the hint, one round trip); a beat sweep writes each due
-# conversation's newest hint once per tick, however many messages it got.
-
-# Conversations written per bulk write of a sweep.
-LAST_SEQ_SWEEP_CHUNK = 500
-
-# Take the due set for a run, unless an earlier run's is still there (it died midway).
-_TAKE_DUE = """
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-  redis.call('RENAME', KEYS[1], KEYS[2])
-end
-return redis.call('SMEMBERS', KEYS[2])
-"""
-
-
 # --- a send's turn in its conversation ---------------------------------------------------
 # Senders of one conversation take turns: a short Redis lock, held for the seq's choice and
 # the insert (messages.send). Taking it also reads the seq hint, and ending it writes the
@@ -241,6 +222,25 @@ def seq_turn(r: redis.Redis, conversation_id: str, stored_last_seq: int, *, ttl_
                 script(r, _RELEASE_SEQ_TURN)(keys=[keys.seq_lock(conversation_id)], args=[turn.token])
             except redis.RedisError:
                 pass   # the TTL frees it
+
+
+# --- last_seq, advanced by a sweep rather than by each send -----------------------------
+# Why: every `$max` rewrites the whole conversation document (MongoDB's WiredTiger and
+# FerretDB alike), tens of KB for a big group, once per message. Sends only note the
+# conversation as due (as their turn ends, seq_turn above); a beat sweep writes each due
+# conversation's newest hint once per tick, however many messages it got.
+
+# Conversations written per bulk write of a sweep.
+LAST_SEQ_SWEEP_CHUNK = 500
+
+# Take the due set for a run, unless an earlier run's is still there (it died midway).
+_TAKE_DUE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+  redis.call('RENAME', KEYS[1], KEYS[2])
+end
+return redis.call('SMEMBERS', KEYS[2])
+"""
 
 
 def advance_due_last_seqs(r: redis.Redis) -> int:
