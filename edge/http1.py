@@ -48,13 +48,18 @@ def read_headers(rfile) -> http.client.HTTPMessage:
         count += 1
         if count > MAX_HEADERS:
             raise BadHeaders(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
-        line = raw.decode("iso-8859-1").rstrip("\r\n")
-        if line[0] in " \t":
-            raise BadHeaders(HTTPStatus.BAD_REQUEST, "Obsolete line folding")
-        name, colon, value = line.partition(":")
-        if not colon or not _FIELD_NAME.match(name):
-            raise BadHeaders(HTTPStatus.BAD_REQUEST, "Bad header line")
-        headers[name] = value.strip(" \t")
+        name, value = parse_header_line(raw.decode("iso-8859-1").rstrip("\r\n"))
+        headers[name] = value
+
+
+def parse_header_line(line: str) -> tuple[str, str]:
+    """`name: value` of one header line (without its line ending), or BadHeaders."""
+    if line[:1] in (" ", "\t"):
+        raise BadHeaders(HTTPStatus.BAD_REQUEST, "Obsolete line folding")
+    name, colon, value = line.partition(":")
+    if not colon or not _FIELD_NAME.match(name):
+        raise BadHeaders(HTTPStatus.BAD_REQUEST, "Bad header line")
+    return name, value.strip(" \t")
 
 
 class FastRequestParsing:

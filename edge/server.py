@@ -92,7 +92,7 @@ def serve(node: EdgeNode, app) -> None:
         import eventlet
         import eventlet.wsgi
 
-        from . import wsconn
+        from . import acceptor, wsconn
 
         class EdgeHttpProtocol(http1.FastRequestParsing, eventlet.wsgi.HttpProtocol):
             # eventlet allocates these buffers up front for every connection and keeps
@@ -117,8 +117,17 @@ def serve(node: EdgeNode, app) -> None:
 
         listener = eventlet.listen((s.edge_host, s.edge_port), backlog=s.edge_listen_backlog)
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        eventlet.wsgi.server(listener, app, max_size=s.edge_max_connections, log_output=False,
-                             socket_timeout=None, keepalive=True, protocol=EdgeHttpProtocol)
+        if s.fast_broadcast_enabled:
+            # WebSocket handshakes answered by the accept loop itself, the socket handed
+            # to edge.wsconn; the rest goes to eventlet's server (edge.acceptor).
+            acceptor.EdgeHttpServer(listener, app, protocol=EdgeHttpProtocol,
+                                    max_size=s.edge_max_connections).serve_forever()
+        else:
+            # Stock python-engineio: its websocket needs eventlet's request to live on.
+            # debug=False: an app error is a bare 500, not a traceback sent to the client.
+            eventlet.wsgi.server(listener, app, max_size=s.edge_max_connections, log_output=False,
+                                 socket_timeout=None, keepalive=True, protocol=EdgeHttpProtocol,
+                                 debug=False)
 
 
 def main() -> None:

@@ -18,9 +18,12 @@ calls back when its socket is readable (or, with output pending, writable):
   sends. What the kernel does not take is kept, in order, and flushed when the
   socket is writable; everything sent later queues behind it. A client that lets
   more than `max_buffered` bytes pile up is disconnected (`transport error`).
-- The WSGI greenthread returns right after the handshake. The socket is dup()ed
-  first, and `finish()` of the edge's HTTP protocol skips the shutdown for a
-  detached request, so eventlet's request (buffers, headers) is freed.
+- The handshake's greenthread returns right after it. A handshake that edge.acceptor
+  answered hands over the accepted socket itself. One that came through eventlet's
+  HTTP server (an upgrade of a polling session's kept-alive connection, a head the
+  acceptor does not answer) has the socket dup()ed first, and `finish()` of the edge's
+  HTTP protocol skips the shutdown for a detached request, so eventlet's request
+  (buffers, headers) is freed.
 
 Engine.IO state (sid, pings, the polling→websocket upgrade, close reasons) stays
 python-engineio's: the socket's class becomes `DirectSocket`, which only changes
@@ -47,6 +50,9 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # environ key set on a request whose socket this module took over (see
 # edge.server.EdgeHttpProtocol.finish: no shutdown of a detached socket).
 DETACHED = "edge.ws_detached"
+# environ key under which edge.acceptor passes the accepted (non-blocking) socket: it is
+# adopted as it is, where a socket of eventlet's HTTP server is dup()ed.
+RAW_SOCKET = "edge.raw_socket"
 # Bytes read per readable event: a few frames of a busy client, one syscall.
 RECV_BYTES = 65536
 # Reading pauses while this many packets wait for the socket's handlers, and
@@ -547,12 +553,13 @@ class _Upgrade:
         if not valid_key:
             start_response("400 Bad Request", [("Connection", "close")])
             return []
-        green = environ["eventlet.input"].get_socket()
         accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest())
-        raw = green.fd.dup()  # ours; eventlet closes its own descriptor when the request ends
-        raw.setblocking(False)
+        raw = environ.get(RAW_SOCKET)   # edge.acceptor's handshake: the accepted socket
+        if raw is None:   # eventlet's HTTP server: a dup, as it closes its own descriptor
+            raw = environ["eventlet.input"].get_socket().fd.dup()
+            raw.setblocking(False)
+            wsgi.WSGI_LOCAL.already_handled = True
         environ[DETACHED] = True
-        wsgi.WSGI_LOCAL.already_handled = True
         # No Sec-WebSocket-Extensions: compression is refused (edge.server). The response
         # leaves with the Engine.IO OPEN packet, in one send: on loopback, where a send
         # also runs the receiver's side of TCP, each costs tens of µs.
