@@ -169,3 +169,13 @@ def test_a_connection_closed_before_its_request_leaves_the_node_serving():
         sock.sendall(_head())
         status, _, rest = _read_response_head(sock)
         assert status == 101
+
+
+def test_a_client_that_sends_its_request_late_is_still_served():
+    # The listener defers accept() until the first bytes (TCP_DEFER_ACCEPT, 1 s): a client
+    # that waits longer than that before speaking must still get its answer.
+    with _connect() as sock:
+        time.sleep(1.5)
+        sock.sendall(_head())
+        status, _, rest = _read_response_head(sock)
+        assert status == 101
