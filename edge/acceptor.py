@@ -6,7 +6,7 @@ with a clean-up link, a green wrapper around the accepted socket, two buffered f
 objects over it, an HttpProtocol, a dup() of the socket for edge.wsconn, then the
 request's flush, shutdown and close. In a connect storm that machinery was about a
 seventh of the edge's py-spy samples (bench W1 10,000: eventlet's HTTP server 28 %, of
-which the app itself 14 %); answering the handshake here took 15-35 % off the CPU of a
+which the app itself 14 %); answering the handshake here took 17-36 % off the CPU of a
 connect and 2 KB off each idle connection (bench/REPORT.md).
 
 Here each accepted socket goes to a pooled greenlet that reads the request head itself.
