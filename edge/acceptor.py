@@ -60,7 +60,10 @@ def upgrade_environ(head: bytes, base: dict) -> dict | None:
     end = head.find(HEAD_END)
     if end < 0 or end + len(HEAD_END) != len(head):
         return None
-    lines = head[:end].decode("iso-8859-1").split("\r\n")
+    text = head[:end].decode("iso-8859-1")
+    if "\n" in text.replace("\r\n", "") or "\r" in text.replace("\r\n", ""):
+        return None   # a bare CR or LF: eventlet's reader splits lines its own way
+    lines = text.split("\r\n")
     words = lines[0].split(" ")
     if (len(words) != 3 or words[0] != "GET" or words[2] != "HTTP/1.1"
             or not words[1].startswith("/") or words[1].startswith("//")

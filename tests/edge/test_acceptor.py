@@ -67,6 +67,8 @@ def test_each_environ_is_a_fresh_dict():
     _head() + b"\x81",               # bytes after the head
     _head()[:-2],                    # no end of head yet
     _head().replace(b"\r\n", b"\n"),  # bare newlines
+    _head("A: 1\nB: 2"),           # a bare LF inside the head
+    _head("A: 1\rB: 2"),           # a bare CR inside the head
 ])
 def test_anything_but_a_plain_upgrade_is_left_to_eventlet(head):
     assert acceptor.upgrade_environ(head, BASE) is None
