@@ -61,7 +61,8 @@ def upgrade_environ(head: bytes, base: dict) -> dict | None:
     if end < 0 or end + len(HEAD_END) != len(head):
         return None
     text = head[:end].decode("iso-8859-1")
-    if "\n" in text.replace("\r\n", "") or "\r" in text.replace("\r\n", ""):
+    bare = text.replace("\r\n", "")
+    if "\n" in bare or "\r" in bare:
         return None   # a bare CR or LF: eventlet's reader splits lines its own way
     lines = text.split("\r\n")
     words = lines[0].split(" ")
