@@ -52,6 +52,23 @@ class Message(Document):
         "indexes": [{"fields": ["conversation_id", "seq"], "unique": True}],
     }
 
+    def to_document(self) -> dict:
+        """The stored document, as `to_mongo()` makes it, built directly: a send inserts
+        it with pymongo, which takes ~120 µs less CPU per insert than `save()` (under
+        eventlet here: ~280 against ~400 µs)."""
+        return {
+            "_id": self.id,
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "sender_id": self.sender_id,
+            "body": self.body,
+            "reply_to": self.reply_to,
+            "client_msg_id": self.client_msg_id,
+            "created_at": self.created_at,
+            "edited_at": self.edited_at,
+            "deleted": self.deleted,
+        }
+
     def to_wire(self) -> dict:
         if self.deleted:
             return {

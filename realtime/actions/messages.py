@@ -12,8 +12,7 @@ import hashlib
 import time
 
 import redis
-
-from mongoengine.errors import NotUniqueError
+from pymongo.errors import DuplicateKeyError
 
 from .. import envelope, keys, outbox, timeutil
 from ..db import DB_DOWN_ERRORS, unavailable
@@ -107,13 +106,15 @@ def _insert_with_next_seq(message: Message, last_seq: int) -> Message | None:
     message instead when this very send (same id: an earlier attempt, or a concurrent
     retry) is stored already."""
     conversation_id = message.conversation_id
+    collection = Message._get_collection()
+    document = message.to_document()
     seq = last_seq + 1
     for attempt in range(MAX_SEQ_ATTEMPTS):
-        message.seq = seq
+        message.seq = document["seq"] = seq
         try:
-            message.save(force_insert=True, validate=False)
+            collection.insert_one(document)
             return None
-        except NotUniqueError:
+        except DuplicateKeyError:
             stored = _find(message.id)
             if stored is not None:  # this very send, stored by an earlier attempt
                 return stored
