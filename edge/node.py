@@ -138,7 +138,7 @@ class EdgeNode:
         self.deadlines.on("token_expiry", self._on_token_expiry)
         self.dispatcher = Dispatcher(self)
         # Extension points for features that react to socket lifecycle events
-        # (presence, typing, calls): hook(node, session[, conversation_id]).
+        # (presence, typing, calls): hook(node, session).
         # A closed socket: on_disconnect_hooks run at once, in its disconnect handler,
         # and must not wait on I/O (presence buffers in memory). Redis work goes in
         # on_disconnect_batch_hooks, hook(node, sessions), which edge.disconnects runs
@@ -149,6 +149,8 @@ class EdgeNode:
                                              spawn=self.sio.start_background_task, sleep=self.sio.sleep)
         # hook(node, session) once a socket is first authenticated and registered.
         self.on_authenticated_hooks: list = []
+        # hook(node, session, message) after a message_send, the wire message stored
+        # (or found again, for a retry) and emitted; before the ack.
         self.after_send_hooks: list = []
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)

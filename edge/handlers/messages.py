@@ -25,7 +25,7 @@ def message_send(node, session, data: dict) -> dict:
     message, _created = messages.send(node.ctx, node.actor(session), conversation_id,
                                       client_msg_id, body, reply_to)
     for hook in node.after_send_hooks:
-        hook(node, session, conversation_id)
+        hook(node, session, message)
     return {"message": message}
 
 

@@ -106,11 +106,12 @@ def notification_settings(node, session, data: dict) -> dict:
     return {"settings": settings}
 
 
-def _after_send(node, session, conversation_id: str) -> None:
+def _after_send(node, session, message: dict) -> None:
     """Queue the notification decision unless one is queued and not started yet (it
     will see this message: the message is stored before this runs). The message is
     acknowledged whatever happens here; a failed enqueue is logged, and the next
     send's task catches up through the conversation's cursor."""
+    conversation_id = message["conversation_id"]
     queued = keys.notify_queued(conversation_id)
     try:
         if not node.redis.set(queued, 1, nx=True, ex=NOTIFY_QUEUED_TTL_S):

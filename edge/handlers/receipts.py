@@ -43,9 +43,9 @@ def unread_get(node, session, data: dict) -> dict:
     return {"conversations": receipts.unread_get(session.user_id, node.ctx.redis)}
 
 
-def _after_send(node, session, conversation_id: str) -> None:
+def _after_send(node, session, message: dict) -> None:
     try:
-        receipts.record_own_send(node.ctx, session.user_id, conversation_id)
+        receipts.record_own_send(node.ctx, session.user_id, message["conversation_id"], message["seq"])
     except (redis.RedisError, ApiError) as exc:
         # The message is stored; only the sender's unread count lags until its next read.
         log.warning("could not record an own send as read: %s", exc)

@@ -51,9 +51,9 @@ def _on_deadline(node, member: str, now: float) -> None:
         node.deadlines.schedule(current, DEADLINE_KIND, member)
 
 
-def _after_send(node, session, conversation_id: str) -> None:
+def _after_send(node, session, message: dict) -> None:
     try:
-        typing.stop(node.ctx, session.user_id, conversation_id)
+        typing.stop(node.ctx, session.user_id, message["conversation_id"])
     except redis.RedisError as exc:
         # The message is stored; the indicator then ends by expiry.
         log.warning("could not end typing after a send: %s", exc)

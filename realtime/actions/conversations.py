@@ -85,19 +85,6 @@ def stored_last_seq(conversation_id: str) -> int:
     return top.seq if top else 0
 
 
-def last_seq_hint(r: redis.Redis, conversation_id: str) -> int:
-    """The last seq this layer assigned in the conversation (Redis, set by each send),
-    else the conversation's last_seq (MongoDB). A hint: the unique index on
-    (conversation_id, seq) is the guarantee."""
-    try:
-        raw = r.get(keys.seq_hint(conversation_id))
-    except redis.RedisError as exc:
-        raise ApiError(UNAVAILABLE, "service unavailable") from exc
-    if raw is not None:
-        return int(raw)
-    return load(conversation_id, ("last_seq",)).last_seq or 0
-
-
 def current_last_seqs(r: redis.Redis, stored: dict[str, int]) -> dict[str, int]:
     """Each conversation's last seq as readers must see it: the larger of the stored
     `last_seq` and the Redis seq hint.

@@ -69,17 +69,12 @@ def record_read(ctx: Context, actor: Actor, conversation_id: str, seq: int, priv
                                args=[keys.pair(conversation_id, actor.user_id), seq, int(private), now_ms])
 
 
-def record_own_send(ctx: Context, user_id: str, conversation_id: str) -> None:
+def record_own_send(ctx: Context, user_id: str, conversation_id: str, seq: int) -> None:
     """A sent message counts as read by its sender (own messages are never unread):
-    a private read up to the conversation's last seq, just advanced by the send.
-
-    The edge's send hook does not get the message's seq; the conversation's last seq
-    comes from the Redis seq hint the send just set (a message of someone else stored
-    meanwhile counts as read too), where finding the sender's newest message would
-    scan `messages`.
-    """
-    last_seq = conversations.last_seq_hint(ctx.redis, conversation_id)
-    record_read(ctx, Actor(user_id=user_id), conversation_id, last_seq, private=True)
+    a private read up to the message's `seq`. Not up to the conversation's last seq,
+    which a message of someone else stored meanwhile may have moved past it: the
+    sender has not seen that one."""
+    record_read(ctx, Actor(user_id=user_id), conversation_id, seq, private=True)
 
 
 # --- stored state ------------------------------------------------------------------------
