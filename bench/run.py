@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 
-from bench import report
+from bench import purge, report
 from tests import support
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -293,6 +293,19 @@ def conversations(users: Users, groups: list[list[int]]) -> list[str]:
     return [d.id for d in docs]
 
 
+def purge_bench_data(which: str) -> None:
+    """The users, conversations and messages of bench runs, out of the stack (bench.purge)."""
+    from mongoengine.connection import get_db
+
+    from realtime import db
+    from realtime.redis_client import make_redis
+
+    db.connect(support.SETTINGS)
+    started = time.monotonic()
+    removed = purge.purge(make_redis(support.SETTINGS), get_db())
+    log(f"removed the bench data {which} in {time.monotonic() - started:.1f}s: {removed}")
+
+
 def clients(users: Users, servers: ServerSet, indices, join: dict[int, list[str]] | None = None,
             node_of=None) -> list[dict]:
     out = []
@@ -540,12 +553,14 @@ def main() -> None:
     BACKING = BackingServices.of_stack()
     # A stopped run (SIGTERM too, not only Ctrl-C) still gives the services their CPUs back.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    purge_bench_data("left by earlier runs")
     if BACKING_CPU:
         BACKING.pin(BACKING_CPU)
     try:
         run_all(args, out_dir)
     finally:
         BACKING.restore()
+        purge_bench_data("of this run")
 
 
 def run_all(args, out_dir: pathlib.Path) -> None:
