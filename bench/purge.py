@@ -2,11 +2,12 @@
 run (for runs that were killed) and after it.
 
 Every id a run makes is a bench id: users and conversations `bench-<run>-u<i>` and
-`bench-<run>-c<hex>` (bench.run.Users), server nodes `bench-<kind><i>`, and the Node.js
-reference keeps its keys under `bench-node:` and its messages in `bench-node_messages`. Without this the dev stack filled up run
-after run: after a few dozen, Redis held 735,000 presence hashes of bench users and
-FerretDB 16,000 conversations of up to 5,000 members, whose `_id $in` reads (receipt
-aggregation) then took over a second, enough to fail the receipt tests.
+`bench-<run>-c<hex>` (bench.run.Users), server nodes `bench-<kind><i>`; the Node.js
+reference keeps its keys under `bench-node:` and its messages in `bench-node_messages`.
+Without this the dev stack filled up run after run: after a few dozen, Redis held 735,000
+presence hashes of bench users and FerretDB 16,000 conversations of up to 5,000 members,
+whose `_id $in` reads (receipt aggregation) then took over a second, enough to fail the
+receipt tests.
 """
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from realtime import keys
 
 # A bench id, at the start of a key, member or field or after a separator (a pair's `:`,
 # a routed channel's `#`): a real user whose id merely contains "bench-" is not one.
-BENCH_ID = re.compile(r"(?:^|[:#])bench-(?:[0-9a-f]{6}-[uc][0-9a-f]+|(?:edge|edge-stock|edge-gevent|node)\d+)(?:$|[:#])")
+BENCH_ID = re.compile(r"""
+    (?:^|[:#]) bench-
+    (?: [0-9a-f]{6}-[uc][0-9a-f]+             # a run's user or conversation
+      | (?:edge|edge-stock|edge-gevent|node)\d+  # a server process
+    )
+    (?:$|[:#])""", re.VERBOSE)
 NODE_REFERENCE_PREFIX = "bench-node:"
 NODE_REFERENCE_MESSAGES = "bench-node_messages"
 # Shared structures whose members or fields name users, conversations or nodes.
@@ -33,38 +39,38 @@ def is_bench_name(name: str) -> bool:
 
 
 def purge_redis(r: redis.Redis) -> dict[str, int]:
+    """`r`: a client that decodes responses (realtime.redis_client.make_redis)."""
     removed_keys = removed_members = 0
     batch: list[str] = []
     for key in r.scan_iter(match="*bench-*", count=BATCH):
-        name = key.decode() if isinstance(key, bytes) else key
-        if is_bench_name(name):
-            batch.append(name)
+        if is_bench_name(key):
+            batch.append(key)
             if len(batch) >= BATCH:
                 removed_keys += r.unlink(*batch)
                 batch = []
     if batch:
         removed_keys += r.unlink(*batch)
     for key in SHARED_KEYS:
-        removed_members += _purge_members(r, key)
+        removed_members += purge_members(r, key)
     return {"redis_keys": removed_keys, "redis_members": removed_members}
 
 
-def _purge_members(r: redis.Redis, key: str) -> int:
+def purge_members(r: redis.Redis, key: str) -> int:
+    """The bench names among the members of a sorted set or set, or the fields of a hash."""
     kind = r.type(key)
-    kind = kind.decode() if isinstance(kind, bytes) else kind
     if kind == "zset":
-        scan, remove = (lambda: (m for m, _ in r.zscan_iter(key, match="*bench-*", count=BATCH))), r.zrem
+        found = [m for m, _ in r.zscan_iter(key, match="*bench-*", count=BATCH)]
+        remove = r.zrem
     elif kind == "set":
-        scan, remove = (lambda: r.sscan_iter(key, match="*bench-*", count=BATCH)), r.srem
+        found = list(r.sscan_iter(key, match="*bench-*", count=BATCH))
+        remove = r.srem
     elif kind == "hash":
-        scan, remove = (lambda: (f for f, _ in r.hscan_iter(key, match="*bench-*", count=BATCH))), r.hdel
+        found = [f for f, _ in r.hscan_iter(key, match="*bench-*", count=BATCH)]
+        remove = r.hdel
     else:
         return 0
-    found = [m for m in scan() if is_bench_name(m.decode() if isinstance(m, bytes) else m)]
-    removed = 0
-    for i in range(0, len(found), BATCH):
-        removed += remove(key, *found[i:i + BATCH])
-    return removed
+    found = [name for name in found if is_bench_name(name)]
+    return sum(remove(key, *found[i:i + BATCH]) for i in range(0, len(found), BATCH))
 
 
 def purge_database(db) -> dict[str, int]:

@@ -90,10 +90,10 @@ def test_members_of_every_kind_of_shared_structure(stores):
     r.sadd(plain_set, *bench, *other)
     r.hset(hash_, mapping={m: 1 for m in bench + other})
     try:
-        assert [purge._purge_members(r, k) for k in (zset, plain_set, hash_)] == [3, 3, 3]
+        assert [purge.purge_members(r, k) for k in (zset, plain_set, hash_)] == [3, 3, 3]
         assert sorted(r.zrange(zset, 0, -1)) == sorted(other)
         assert sorted(r.smembers(plain_set)) == sorted(other)
         assert sorted(r.hkeys(hash_)) == sorted(other)
-        assert purge._purge_members(r, support.unique("test:purge:missing")) == 0
+        assert purge.purge_members(r, support.unique("test:purge:missing")) == 0
     finally:
         r.delete(zset, plain_set, hash_)
