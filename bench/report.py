@@ -129,24 +129,60 @@ def fmt(v):
     return str(v)
 
 
+def spreads(results: dict) -> dict[tuple[str, str], tuple[str, str]]:
+    """(workload, metric) -> the lowest and highest of the edge's and of Node's runs, as
+    text ("37.3–50.6"), when the results hold several runs (`--repeat`): a median alone
+    hides how far apart the runs were."""
+    runs = results.get("runs") or {}
+    count = max((len(r) for r in runs.values()), default=0)
+    if count < 2:
+        return {}
+    seen: dict[tuple[str, str], tuple[list, list]] = {}
+    for i in range(count):
+        one = {"servers": {kind: kind_runs[i] for kind, kind_runs in runs.items() if i < len(kind_runs)}}
+        for wl, metric, e, n, _st, _better in rows(one):
+            edge_values, node_values = seen.setdefault((wl, metric), ([], []))
+            for values, v in ((edge_values, e), (node_values, n)):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    values.append(v)
+
+    def span(values: list) -> str:
+        if not values:
+            return "—"
+        low, high = min(values), max(values)
+        return fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
+
+    return {key: (span(e), span(n)) for key, (e, n) in seen.items()}
+
+
 def markdown(results: dict) -> str:
     m0, m1 = results.get("machine_start", {}), results.get("machine_end", {})
+    spread = spreads(results)
     lines = ["# Benchmark: edge (python-socketio + eventlet) vs Node.js Socket.IO", "",
              f"Run {m0.get('time_utc')} – {m1.get('time_utc')} UTC; load average at start {m0.get('loadavg')}, "
              f"at end {m1.get('loadavg')}; {m0.get('cpus')} CPUs; generator on CPU {m0.get('generator_cpu')}, "
              f"servers on CPU {m0.get('server_cpu')}, Redis and the database on CPU {m0.get('backing_cpu') or 'any'}; Python {m0.get('python')}, Node {m0.get('node')}."
              + (f" Each figure is the median of {results['repeat']} runs, the servers alternated "
-                f"(every run's figures: `runs` in the JSON)." if results.get("repeat", 1) > 1 else ""), "",
+                f"(every run's figures: `runs` in the JSON; the lowest and highest of each server's runs "
+                f"in the last two columns)." if results.get("repeat", 1) > 1 else ""), "",
              "`ratio` = edge / node; `edge better` = how many times better the edge is on that figure "
-             "(>1: edge ahead). `edge-stock` = the same edge with EDGE_FAST_BROADCAST=off and FANOUT_ROUTING=broadcast.", "",
-             "| workload | metric | edge | node | ratio | edge better | edge-stock |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "(>1: edge ahead). `edge-stock` = the same edge with EDGE_FAST_BROADCAST=off and FANOUT_ROUTING=broadcast.", ""]
+    if spread:
+        lines += ["| workload | metric | edge | node | ratio | edge better | edge-stock | edge runs | node runs |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    else:
+        lines += ["| workload | metric | edge | node | ratio | edge better | edge-stock |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
     for wl, metric, e, n, st, better in rows(results):
         r = ratio(e, n)
         a = advantage(e, n, better)
         how = "not ranked" if better == CONTEXT else f"{better} is better"
-        lines.append(f"| {wl} | {metric} ({how}) | {fmt(e)} | {fmt(n)} | "
-                     f"{'—' if r is None else f'{r:.2f}'} | {'—' if a is None else f'{a:.2f}×'} | {fmt(st)} |")
+        line = (f"| {wl} | {metric} ({how}) | {fmt(e)} | {fmt(n)} | "
+                f"{'—' if r is None else f'{r:.2f}'} | {'—' if a is None else f'{a:.2f}×'} | {fmt(st)} |")
+        if spread:
+            edge_span, node_span = spread.get((wl, metric), ("—", "—"))
+            line += f" {edge_span} | {node_span} |"
+        lines.append(line)
     w5 = results.get("W5")
     if w5:
         lines += ["", "## W5: outbox → Kafka relay (one worker)", "",

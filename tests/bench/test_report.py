@@ -35,3 +35,20 @@ def test_the_generators_load_is_shown_but_never_ranked():
     table = markdown(results)
     assert "| W1 1,000 idle connections | generator CPU % during the connects (not ranked) | 90 | 60 | 1.50 | — |" in table
     assert "| W1 1,000 idle connections | Redis + database CPU per connect µs (lower is better) | 120 | 0 | — | 0.00× |" in table
+
+
+def test_repeated_runs_show_each_servers_lowest_and_highest():
+    from bench.report import markdown, median_of_runs, spreads
+
+    def run(p99, kb):
+        return {"W1": [{"clients": 1000, "connect_p99_ms": p99, "kb_per_connection": kb}]}
+    runs = {"edge": [run(120, 7.5), run(95, 7.5), run(180, 7.6)], "node": [run(130, 12.0), run(110, 11.8), run(140, 12.0)]}
+    results = {"repeat": 3, "runs": runs, "servers": {k: median_of_runs(v) for k, v in runs.items()}}
+    assert spreads(results)[("W1 1,000 idle connections", "connect p99 ms")] == ("95–180", "110–140")
+    assert spreads(results)[("W1 1,000 idle connections", "KB per connection")] == ("7.50–7.60", "11.80–12.00")
+    table = markdown(results)
+    assert "| edge runs | node runs |" in table
+    assert "| W1 1,000 idle connections | connect p99 ms (lower is better) | 120 | 130 | 0.92 | 1.08× | — | 95–180 | 110–140 |" in table
+    # one run: no spread, no extra columns
+    single = {"servers": {"edge": run(120, 7.5), "node": run(130, 12.0)}}
+    assert spreads(single) == {} and "edge runs" not in markdown(single)
