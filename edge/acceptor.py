@@ -211,8 +211,6 @@ class EdgeHttpServer:
                 getattr(body, "close", _noop)()
         except Exception:
             log.exception("websocket handshake failed")
-            if environ.get(wsconn.DETACHED):
-                return
             answer, data = ["500 Internal Server Error", [("Content-Type", "text/plain")]], b"internal error\n"
         if environ.get(wsconn.DETACHED):
             return   # edge.wsconn owns the socket now
