@@ -162,6 +162,15 @@ class FanoutUnavailable(redis.ConnectionError):
     to deliver that room's emits, so entering it is refused (`unavailable`)."""
 
 
+def complete_replies(reader: hiredis.Reader):
+    """Each reply complete in `reader`, with whether it is the last one read so far."""
+    reply = reader.gets()
+    while reply is not False:
+        following = reader.gets()
+        yield reply, following is False
+        reply = following
+
+
 class LeanChannelListener:
     """The fan-out channels read with a plain socket and hiredis, many messages per read.
 
@@ -200,6 +209,9 @@ class LeanChannelListener:
     CHANNELS_PER_COMMAND = 2000
 
     client_name: str | None = None
+    # True while the message being delivered is the last one read so far: no other
+    # message would share its frames' send(), so edge.fastpath writes them at once.
+    read_drained = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -375,12 +387,16 @@ class LeanChannelListener:
                     if not data:
                         raise ConnectionError("Redis closed the subscription")
                     reader.feed(data)
-                    while (reply := reader.gets()) is not False:
+                    for reply, last in complete_replies(reader):
                         if isinstance(reply, hiredis.ReplyError):
                             raise ConnectionError(f"Redis refused: {reply}")
                         kind = reply[0]
                         if kind == b"message":
-                            yield reply[2]
+                            self.read_drained = last
+                            try:
+                                yield reply[2]
+                            finally:
+                                self.read_drained = False
                         elif kind == b"pong":
                             self._confirmed(int(reply[1]))
                             retry_s = self.LISTEN_RETRY_FIRST_S

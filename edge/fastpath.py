@@ -127,6 +127,9 @@ class FastEmitMixin:
         if not isinstance(skip_sid, list):
             skip_sid = [skip_sid]
         sockets = self.server.eio.sockets
+        # The last message the listener has read: its frames need not wait for others
+        # to share a send() with (edge.wsconn.WebSocketConnection.write).
+        at_once = self.read_drained
         writes = fallbacks = 0
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip_sid:
@@ -141,7 +144,7 @@ class FastEmitMixin:
                 continue
             if frame is None:
                 frame = text_frame(eio_pkt.encode())
-            conn.write(frame)
+            conn.write(frame, at_once=at_once)
             writes += 1
         self.fast_writes += writes
         self.fast_fallbacks += fallbacks

@@ -252,19 +252,26 @@ class WebSocketConnection:
         self._deliver(reason)
 
     # ---- writing
-    def write(self, data: bytes) -> None:
-        """Queue a frame for this pass of the hub. Frames written to one connection
-        before the hub runs again (the broadcasts of one burst of pub/sub messages,
-        an ack and the events after it) leave in one send()."""
+    def write(self, data: bytes, *, at_once: bool = False) -> None:
+        """Send a frame, in order behind whatever this connection still owes.
+
+        The frame waits for the end of this pass of the hub, so that the frames written
+        to one connection before the hub runs again (the broadcasts of one burst of
+        pub/sub messages, an ack and the events after it) leave in one send(). With
+        `at_once`, for a writer that knows nothing else will come in this pass, a frame
+        with nothing in front of it leaves now: a broadcast's first recipients then do
+        not wait while the frame is queued for the last ones."""
         if self.closed or self.lost:
             return
         if self.out:  # the kernel has not taken earlier bytes yet: keep order
             self._backlog(data)
-        elif self.pending is None:
+        elif self.pending is not None:
+            self.pending.append(data)
+        elif at_once:
+            self._send(data)
+        else:
             self.pending = [data]
             self.flusher.mark(self)
-        else:
-            self.pending.append(data)
 
     def _flush_pending(self) -> None:
         frames, self.pending = self.pending, None
@@ -274,6 +281,11 @@ class WebSocketConnection:
         if self.out:
             self._backlog(data)
             return
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        """One non-blocking send() of bytes nothing is queued in front of; what the
+        kernel does not take waits in the backlog for the socket to be writable."""
         try:
             n = self.sock.send(data)
         except (BlockingIOError, InterruptedError):

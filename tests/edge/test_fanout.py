@@ -5,10 +5,11 @@ import itertools
 import random
 from types import SimpleNamespace
 
+import hiredis
 import pytest
 import socketio
 
-from edge.fanout import FanoutUnavailable, RoomIndexMixin, make_manager
+from edge.fanout import FanoutUnavailable, RoomIndexMixin, complete_replies, make_manager
 
 
 class IndexedManager(RoomIndexMixin, socketio.Manager):
@@ -332,3 +333,16 @@ def test_a_cluster_with_routing_off_fans_out_on_the_base_channel_alone(clients):
         assert a.wait_for("notification", lambda n: n.get("probe") == 1)
     finally:
         support.stop_process(proc)
+
+
+def test_complete_replies_flags_the_last_reply_read_so_far():
+    """The listener writes a message's frames at once only when no message read with it
+    follows (edge.fastpath); a reply cut in two by the read is not complete yet."""
+    reader = hiredis.Reader()
+    reader.feed(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\na\r\n"
+                b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nb\r\n"
+                b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\n")
+    assert [(reply[2], last) for reply, last in complete_replies(reader)] == [(b"a", False), (b"b", True)]
+    reader.feed(b"c\r\n")
+    assert [(reply[2], last) for reply, last in complete_replies(reader)] == [(b"c", True)]
+    assert list(complete_replies(reader)) == []

@@ -9,11 +9,13 @@ import os
 import socket
 import struct
 import time
+from types import SimpleNamespace
 
+import eventlet
 import pytest
 import socketio
 
-from edge.wsconn import unmask
+from edge.wsconn import WebSocketConnection, unmask
 from realtime import keys
 from tests import support
 from tests.support import unique
@@ -284,3 +286,28 @@ def test_client_that_stops_reading_is_disconnected_at_the_buffer_limit(raw, clie
     assert ws.closed_by_server(timeout=20), "the stalled client was not disconnected"
     assert time.monotonic() - started < 20
     assert other.sio.connected
+
+
+# ------------------------------------------------------------------ write order
+def test_a_frame_written_at_once_leaves_now_unless_something_is_owed_before_it():
+    """Frames wait for the end of the hub's pass so that one connection's frames share a
+    send(); `at_once` sends now, but never ahead of a frame still waiting."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.settimeout(2)
+    conn = WebSocketConnection(ours, SimpleNamespace(sid="t"), max_message=1 << 20, max_buffered=1 << 20)
+    try:
+        conn.write(b"one", at_once=True)
+        assert peer.recv(100) == b"one"          # before the hub has run
+
+        conn.write(b"two")                       # waits for the end of the pass
+        conn.write(b"three", at_once=True)       # behind "two": waits too
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)
+        eventlet.sleep(0)                        # the pass ends: both in one send()
+        peer.settimeout(2)
+        assert peer.recv(100) == b"twothree"
+    finally:
+        ours.close()
+        peer.close()
