@@ -492,6 +492,11 @@ class WebSocketConnection:
                 except Exception:
                     log.exception("%s: receive error", s.sid)
                     self._lose(s.server.reason.TRANSPORT_ERROR)
+                if self.pending is not None:
+                    # What the handler answered (its ack, `authenticated` after a CONNECT)
+                    # leaves now rather than at the end of the hub's pass, which in a
+                    # connect storm is milliseconds away.
+                    self._flush_pending()
                 if self.reader is None and not self.lost and len(self.inbox) <= INBOX_RESUME:
                     self.start_reading()
             self.inbox = None

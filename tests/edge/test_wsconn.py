@@ -3,6 +3,7 @@ TCP socket, so that what a browser or a broken client may send (fragments, contr
 frames, unmasked or oversize frames, bad UTF-8) is exercised exactly, and the
 python-socketio client for the Engine.IO paths (polling, the upgrade)."""
 import base64
+import collections
 import hashlib
 import json
 import os
@@ -309,5 +310,31 @@ def test_a_frame_written_at_once_leaves_now_unless_something_is_owed_before_it()
         peer.settimeout(2)
         assert peer.recv(100) == b"twothree"
     finally:
+        ours.close()
+        peer.close()
+
+
+def test_what_a_handler_answers_leaves_when_the_handler_returns():
+    """A socket's handlers run in its drain greenthread. What one writes (its ack,
+    `authenticated` after a CONNECT) is sent once it returns, in the order written,
+    instead of waiting for the end of the hub's pass, which in a connect storm is
+    milliseconds away."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    eio = SimpleNamespace(sid="t")
+    conn = WebSocketConnection(ours, eio, max_message=1 << 20, max_buffered=1 << 20)
+    eio.receive = lambda packet: (conn.write(packet + b"-ack "), conn.write(packet + b"-event "))
+    try:
+        conn.inbox = collections.deque([b"one", b"two"])
+        conn.draining = True
+        conn._drain()        # as its greenthread runs it; the hub does not run meanwhile
+        received = b""
+        with pytest.raises(BlockingIOError):
+            while True:
+                received += peer.recv(100)
+        assert received == b"one-ack one-event two-ack two-event "
+    finally:
+        conn.stop_reading()
         ours.close()
         peer.close()
