@@ -255,9 +255,10 @@ class WebSocketConnection:
     def write(self, data: bytes, *, at_once: bool = False) -> None:
         """Send a frame, in order behind whatever this connection still owes.
 
-        The frame waits for the end of this pass of the hub, so that the frames written
-        to one connection before the hub runs again (the broadcasts of one burst of
-        pub/sub messages, an ack and the events after it) leave in one send(). With
+        The frame waits for the end of this pass of the hub, or for the end of the
+        socket's handler that wrote it (`_drain`), so that the frames written together
+        (the broadcasts of one burst of pub/sub messages, an ack and the events after
+        it) leave in one send(). With
         `at_once`, for a writer that knows nothing else will come in this pass, a frame
         with nothing in front of it leaves now: a broadcast's first recipients then do
         not wait while the frame is queued for the last ones."""
