@@ -32,6 +32,8 @@ RUN_BUDGET_S = 5.0
 KAFKA_REQUEST_TIMEOUT_MS = 5000
 KAFKA_DELIVERY_TIMEOUT_MS = 15000
 KAFKA_MAX_BLOCK_MS = 5000
+# Longer than the delivery timeout, so a flush normally returns with every
+# future resolved; when it does not, the batch counts as failed (_send_batch).
 FLUSH_TIMEOUT_S = 20.0
 
 
@@ -93,22 +95,37 @@ def _read(r: redis.Redis, stream: str, pending: bool, count: int) -> list[tuple[
     return reply[0][1]
 
 
-def _send_batch(producer: KafkaProducer, settings: Settings, entries) -> tuple[list[str], int]:
-    """Send a batch; return (ids Kafka acknowledged or that are unusable, failures)."""
+def _send_batch(producer: KafkaProducer, settings: Settings, entries,
+                flush_timeout_s: float) -> tuple[list[str], int]:
+    """Send a batch; return (ids Kafka acknowledged or that are unusable, failures).
+
+    A Kafka error while sending or flushing is not raised from here: the entries
+    not acknowledged by then count as failures, so the caller keeps them for the
+    next run and reports Kafka unavailable (which also rebuilds the producer).
+    A flush that times out (KafkaTimeoutError) is the case that matters: after a
+    broker restart a producer's in-flight batches can stay unresolved, and only a
+    new producer gets going again.
+    """
     futures = []
     done: list[str] = []
-    for entry_id, fields in entries:
-        if not fields or "event" not in fields:
-            done.append(entry_id)  # deleted or malformed entry: nothing to send
-            continue
-        key = fields.get("key") or None
-        futures.append((entry_id, producer.send(
-            settings.topic(fields["topic"]),
-            value=fields["event"].encode() if isinstance(fields["event"], str) else fields["event"],
-            key=key.encode() if key else None,
-        )))
-    producer.flush(timeout=FLUSH_TIMEOUT_S)
-    failed = 0
+    try:
+        for entry_id, fields in entries:
+            if not fields or "event" not in fields:
+                done.append(entry_id)  # deleted or malformed entry: nothing to send
+                continue
+            key = fields.get("key") or None
+            futures.append((entry_id, producer.send(
+                settings.topic(fields["topic"]),
+                value=fields["event"].encode() if isinstance(fields["event"], str) else fields["event"],
+                key=key.encode() if key else None,
+            )))
+    except KafkaError as exc:
+        log.warning("outbox relay: send failed after %d of %d events: %r", len(futures), len(entries), exc)
+    try:
+        producer.flush(timeout=flush_timeout_s)
+    except KafkaError as exc:
+        log.warning("outbox relay: flush failed: %r", exc)
+    failed = len(entries) - len(done) - len(futures)  # not handed to the producer
     for entry_id, future in futures:
         if future.succeeded():
             done.append(entry_id)
@@ -119,7 +136,7 @@ def _send_batch(producer: KafkaProducer, settings: Settings, entries) -> tuple[l
 
 def relay(r: redis.Redis, settings: Settings, *, producer: KafkaProducer | None = None,
           stream: str = keys.OUTBOX_STREAM, batch_size: int = BATCH_SIZE, budget_s: float = RUN_BUDGET_S,
-          fail_after_send=None) -> int:
+          flush_timeout_s: float = FLUSH_TIMEOUT_S, fail_after_send=None) -> int:
     """Move outbox entries to Kafka until the stream is drained or the budget is spent.
 
     Returns how many entries reached Kafka. `fail_after_send` is a test hook: a
@@ -138,7 +155,7 @@ def relay(r: redis.Redis, settings: Settings, *, producer: KafkaProducer | None 
                 pending = False
                 continue
             break
-        done, failed = _send_batch(producer, settings, entries)
+        done, failed = _send_batch(producer, settings, entries, flush_timeout_s)
         if fail_after_send is not None:
             fail_after_send()
         if done:

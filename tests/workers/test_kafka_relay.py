@@ -109,6 +109,30 @@ def test_relay_killed_mid_batch_loses_nothing():
     r.delete(stream)
 
 
+def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable():
+    """A flush that does not finish in time (as after a broker restart, when the
+    producer's in-flight batches stay unresolved) is Kafka being unavailable: the
+    entries stay pending, and the task rebuilds the producer. A zero flush timeout
+    makes it happen on demand against the real broker."""
+    settings = support.SETTINGS
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    stream = unique("rt:outbox:test")
+    events = [envelope.make("presence.changed", "realtime/test", {"i": i}, user_id=unique("u"))
+              for i in range(50)]
+    outbox.append(r, *events, stream=stream)
+    try:
+        with pytest.raises(kafka_relay.KafkaUnavailable, match="not acknowledged by Kafka"):
+            kafka_relay.relay(r, settings, stream=stream, flush_timeout_s=0)
+        assert r.xlen(stream) == 50
+        assert r.xpending(stream, keys.OUTBOX_GROUP)["pending"] == 50
+        assert kafka_relay.relay(r, settings, stream=stream) == 50
+        assert r.xlen(stream) == 0
+        seen = consume_event_ids(settings.topic("presence"), {e.event_id for e in events}, timeout=15)
+        assert len(seen) == 50
+    finally:
+        r.delete(stream)
+
+
 def _kafka_managed() -> bool:
     out = subprocess.run(SUPERVISORCTL + ["status", "services:kafka"], capture_output=True, text=True)
     return "RUNNING" in out.stdout
