@@ -33,6 +33,12 @@ def relay_outbox() -> int:
             kafka_relay.reset_producer()
             log.warning("outbox relay: %s (backlog %s)", exc, _backlog(r))
             return 0
+        except BaseException:
+            # Anything else (the soft time limit striking inside a flush, a Redis
+            # error between batches) can leave the producer holding unresolved
+            # batches: the next run starts with a new one. The entries stay pending.
+            kafka_relay.reset_producer()
+            raise
 
 
 def _backlog(r) -> int | str:
