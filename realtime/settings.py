@@ -168,9 +168,11 @@ class Settings:
     # instead of growing the node's memory without bound.
     edge_ws_max_buffered_bytes: int = 8 * 1024 * 1024
     # CPython's garbage collector in an edge process (edge/gcpolicy.py): the young
-    # generation's threshold (0 keeps Python's 700) and whether the objects alive at
-    # start are frozen out of every later collection.
+    # generation's threshold (0 keeps Python's 700), the middle generation's (young
+    # collections between two of its collections; 0 keeps Python's 10) and whether the
+    # objects alive at start are frozen out of every later collection.
     edge_gc_young_threshold: int = 10_000
+    edge_gc_middle_threshold: int = 1
     edge_gc_freeze: bool = True
     # How emits travel between nodes and workers (realtime/fanout.py): "rooms" puts an
     # emit to a user's or a conversation's room on that room's channel, read only by the
@@ -239,6 +241,7 @@ class Settings:
             edge_fast_broadcast=(env.get("EDGE_FAST_BROADCAST") or "auto").strip().lower(),
             edge_ws_max_buffered_bytes=_int(env, "EDGE_WS_MAX_BUFFERED_BYTES", cls.edge_ws_max_buffered_bytes),
             edge_gc_young_threshold=_int(env, "EDGE_GC_YOUNG_THRESHOLD", cls.edge_gc_young_threshold),
+            edge_gc_middle_threshold=_int(env, "EDGE_GC_MIDDLE_THRESHOLD", cls.edge_gc_middle_threshold),
             edge_gc_freeze=_flag(env.get("EDGE_GC_FREEZE", "1")),
             fanout_routing=fanout_routing,
         )

@@ -20,23 +20,44 @@ def restored_gc():
         gc.callbacks.remove(gcpolicy._log_slow_collections)
 
 
-def test_defaults_raise_the_young_threshold_and_freeze_what_is_alive(restored_gc):
-    _, middle, old = gc.get_threshold()
+def test_defaults_raise_the_young_threshold_lower_the_middle_one_and_freeze_what_is_alive(restored_gc):
+    gc.set_threshold(700, 10, 10)   # Python's
     settings = Settings.from_env({})
     assert settings.edge_gc_young_threshold == 10_000 and settings.edge_gc_freeze
+    assert settings.edge_gc_middle_threshold == 1
 
     frozen = gcpolicy.apply(settings)
 
-    assert gc.get_threshold() == (10_000, middle, old)
+    # A full collection is still considered every ~121 young collections: 2 x 60.
+    assert gc.get_threshold() == (10_000, 1, 59)
     assert frozen == gc.get_freeze_count() > 1000   # at least the imported modules
     assert gc.get_count()[0] < 100                  # nothing left young to walk
 
 
 def test_both_can_be_turned_off(restored_gc):
     gc.set_threshold(700, 10, 10)
-    frozen = gcpolicy.apply(Settings.from_env({"EDGE_GC_YOUNG_THRESHOLD": "0", "EDGE_GC_FREEZE": "0"}))
+    frozen = gcpolicy.apply(Settings.from_env({"EDGE_GC_YOUNG_THRESHOLD": "0", "EDGE_GC_MIDDLE_THRESHOLD": "0",
+                                               "EDGE_GC_FREEZE": "0"}))
     assert frozen == 0 and gc.get_freeze_count() == 0
     assert gc.get_threshold() == (700, 10, 10)
+
+
+@pytest.mark.parametrize("middle, old, new_middle, expected", [(10, 10, 10, 10), (10, 10, 1, 59), (10, 10, 4, 23)])
+def test_the_old_threshold_keeps_the_young_collections_between_two_full_ones(middle, old, new_middle, expected):
+    assert gcpolicy._scaled_old(middle, old, new_middle) == expected
+    assert abs((new_middle + 1) * (expected + 1) - (middle + 1) * (old + 1)) <= new_middle + 1
+
+
+def test_the_old_threshold_is_at_least_one():
+    assert gcpolicy._scaled_old(1, 1, 100) == 1
+
+
+def test_applying_twice_does_not_scale_the_old_threshold_twice(restored_gc):
+    gc.set_threshold(700, 10, 10)
+    settings = Settings.from_env({"EDGE_GC_FREEZE": "0"})
+    gcpolicy.apply(settings)
+    gcpolicy.apply(settings)
+    assert gc.get_threshold() == (10_000, 1, 59)
 
 
 def test_applying_twice_installs_one_slow_collection_logger(restored_gc):
