@@ -1,11 +1,14 @@
-"""bench/run.py's pinning of the backing services: every thread, and undone after."""
+"""bench/run.py's hold on the backing services during a run: every thread pinned, Redis's AOF
+rewrites paused, and both undone after."""
 import os
 import subprocess
 import sys
 
 import pytest
+import redis
 
-from bench.run import BackingServices, cpu_s
+from bench.run import BackingServices, cpu_s, pause_aof_rewrites, resume_aof_rewrites
+from tests import support
 
 # A process with a few threads of its own (Redis, FerretDB and Kafka all have several).
 THREADED_CHILD = """
@@ -49,3 +52,16 @@ def test_cpu_counts_redis_and_the_database_and_survives_a_process_gone():
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     assert BackingServices({"ferretdb": gone.pid}).cpu() == 0.0
+
+
+def test_aof_rewrites_are_paused_for_a_run_and_put_back_after():
+    r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
+    setting = "auto-aof-rewrite-percentage"
+    before = r.config_get(setting)[setting]
+    previous = pause_aof_rewrites()
+    try:
+        assert previous == before
+        assert r.config_get(setting)[setting] == "0"
+    finally:
+        resume_aof_rewrites(previous)
+    assert r.config_get(setting)[setting] == before
