@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import sys
 
@@ -11,7 +10,7 @@ import socketio
 
 from realtime.settings import SettingsError, get_settings
 
-from . import gcpolicy, handlers, http1
+from . import gcpolicy, handlers, http1, stopping
 from .node import EdgeNode
 
 log = logging.getLogger("edge")
@@ -150,6 +149,6 @@ def main() -> None:
     node.start()
     log.info("edge node %s listening on %s:%d (%s)", node.node_id, node.settings.edge_host,
              node.settings.edge_port, node.settings.edge_async_mode)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stopping.install(node.settings.edge_async_mode)
     gcpolicy.apply(node.settings)   # last: what is alive now lives as long as the process
     serve(node, app)
