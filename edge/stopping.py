@@ -25,6 +25,7 @@ import greenlet
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_gevent_handlers: list = []
 
 
 def _ignore(signum, frame) -> None:
@@ -37,8 +38,8 @@ def install(async_mode: str) -> None:
     if async_mode == "gevent":
         import gevent
 
-        for signum in STOP_SIGNALS:
-            gevent.signal_handler(signum, _stop, main, signum)
+        # gevent cancels a handler whose object is collected: keep them.
+        _gevent_handlers.extend(gevent.signal_handler(signum, _stop, main, signum) for signum in STOP_SIGNALS)
         return
     import eventlet
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests import support
 from tests.support import unique
 
@@ -44,9 +46,9 @@ def test_sigterm_in_a_handler_ends_the_main_greenlet_and_not_the_handler():
     assert proc.returncode == 0
 
 
-def test_an_edge_node_stops_on_sigterm_and_its_clients_are_disconnected(clients):
-    port = 5051
-    proc = support.start_edge(port, unique("stopping"))
+@pytest.mark.parametrize("async_mode, port", [("eventlet", 5051), ("gevent", 5052)])
+def test_an_edge_node_stops_on_sigterm_and_its_clients_are_disconnected(clients, async_mode, port):
+    proc = support.start_edge(port, unique("stopping"), {"EDGE_ASYNC_MODE": async_mode})
     try:
         client = clients(f"http://127.0.0.1:{port}", user=unique("alice"))
         assert client.sio.connected

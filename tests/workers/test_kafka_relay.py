@@ -1,16 +1,14 @@
 """Every acknowledged state change reaches Kafka at least once (PROTOCOL §9)."""
-import os
 import subprocess
 import time
 
 import orjson
 import pytest
 import redis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 
 from realtime import envelope, keys, outbox
-from realtime.settings import Settings
 from tests import support
 from tests.support import unique
 from workers import kafka_relay
@@ -83,15 +81,23 @@ def test_a_batch_is_appended_in_order_with_the_fields_of_a_single_append():
         r.delete(stream)
 
 
-def test_relay_killed_mid_batch_loses_nothing():
-    """A run that dies after Kafka got the batch but before it acknowledged the
-    stream leaves the entries pending; the next run sends them (same event_ids)."""
-    settings = support.SETTINGS
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+@pytest.fixture
+def fifty_events():
+    """(redis, stream, events): fifty presence events appended to an outbox stream of the test's own."""
+    r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
     stream = unique("rt:outbox:test")
     events = [envelope.make("presence.changed", "realtime/test", {"i": i}, user_id=unique("u"))
               for i in range(50)]
     outbox.append(r, *events, stream=stream)
+    yield r, stream, events
+    r.delete(stream)
+
+
+def test_relay_killed_mid_batch_loses_nothing(fifty_events):
+    """A run that dies after Kafka got the batch but before it acknowledged the
+    stream leaves the entries pending; the next run sends them (same event_ids)."""
+    settings = support.SETTINGS
+    r, stream, events = fifty_events
 
     class Killed(Exception):
         pass
@@ -106,31 +112,23 @@ def test_relay_killed_mid_batch_loses_nothing():
     assert r.xlen(stream) == 0
     seen = consume_event_ids(settings.topic("presence"), {e.event_id for e in events}, timeout=15)
     assert len(seen) == 50
-    r.delete(stream)
 
 
-def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable():
+def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable(fifty_events):
     """A flush that does not finish in time (as after a broker restart, when the
     producer's in-flight batches stay unresolved) is Kafka being unavailable: the
     entries stay pending, and the task rebuilds the producer. A zero flush timeout
     makes it happen on demand against the real broker."""
     settings = support.SETTINGS
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    stream = unique("rt:outbox:test")
-    events = [envelope.make("presence.changed", "realtime/test", {"i": i}, user_id=unique("u"))
-              for i in range(50)]
-    outbox.append(r, *events, stream=stream)
-    try:
-        with pytest.raises(kafka_relay.KafkaUnavailable, match="not acknowledged by Kafka"):
-            kafka_relay.relay(r, settings, stream=stream, flush_timeout_s=0)
-        assert r.xlen(stream) == 50
-        assert r.xpending(stream, keys.OUTBOX_GROUP)["pending"] == 50
-        assert kafka_relay.relay(r, settings, stream=stream) == 50
-        assert r.xlen(stream) == 0
-        seen = consume_event_ids(settings.topic("presence"), {e.event_id for e in events}, timeout=15)
-        assert len(seen) == 50
-    finally:
-        r.delete(stream)
+    r, stream, events = fifty_events
+    with pytest.raises(kafka_relay.KafkaUnavailable, match="not acknowledged by Kafka"):
+        kafka_relay.relay(r, settings, stream=stream, flush_timeout_s=0)
+    assert r.xlen(stream) == 50
+    assert r.xpending(stream, keys.OUTBOX_GROUP)["pending"] == 50
+    assert kafka_relay.relay(r, settings, stream=stream) == 50
+    assert r.xlen(stream) == 0
+    seen = consume_event_ids(settings.topic("presence"), {e.event_id for e in events}, timeout=15)
+    assert len(seen) == 50
 
 
 def _kafka_managed() -> bool:
