@@ -584,12 +584,15 @@ def main() -> None:
 # child's CPU is not in "Redis + database CPU" (another process). Measured (W1 10,000,
 # edge, 07:24 UTC 2026-11-27): the 1 % slowest connects, 430-440 ms against a median of
 # 76, all began while a rewrite's child ran. Appends and their fsyncs go on as usual.
+AOF_REWRITE_SETTING = "auto-aof-rewrite-percentage"
+
+
 def pause_aof_rewrites() -> str | None:
     """Turn off Redis's automatic AOF rewrites for the run; returns the setting to put back."""
     r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
     try:
-        previous = r.config_get("auto-aof-rewrite-percentage").get("auto-aof-rewrite-percentage")
-        r.config_set("auto-aof-rewrite-percentage", 0)
+        previous = r.config_get(AOF_REWRITE_SETTING).get(AOF_REWRITE_SETTING)
+        r.config_set(AOF_REWRITE_SETTING, 0)
         return previous
     except redis.RedisError as exc:   # CONFIG renamed or refused (a managed Redis): leave it
         log(f"left Redis's AOF rewrites on: {exc}")
@@ -600,9 +603,9 @@ def resume_aof_rewrites(previous: str | None) -> None:
     if previous is None:
         return
     try:
-        redis.Redis.from_url(support.SETTINGS.redis_url).config_set("auto-aof-rewrite-percentage", previous)
+        redis.Redis.from_url(support.SETTINGS.redis_url).config_set(AOF_REWRITE_SETTING, previous)
     except redis.RedisError as exc:
-        log(f"could not put Redis's auto-aof-rewrite-percentage back to {previous}: {exc}")
+        log(f"could not put Redis's {AOF_REWRITE_SETTING} back to {previous}: {exc}")
 
 
 def run_all(args, out_dir: pathlib.Path) -> None:

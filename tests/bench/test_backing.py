@@ -7,7 +7,7 @@ import sys
 import pytest
 import redis
 
-from bench.run import BackingServices, cpu_s, pause_aof_rewrites, resume_aof_rewrites
+from bench.run import AOF_REWRITE_SETTING, BackingServices, cpu_s, pause_aof_rewrites, resume_aof_rewrites
 from tests import support
 
 # A process with a few threads of its own (Redis, FerretDB and Kafka all have several).
@@ -56,7 +56,7 @@ def test_cpu_counts_redis_and_the_database_and_survives_a_process_gone():
 
 def test_aof_rewrites_are_paused_for_a_run_and_put_back_after():
     r = redis.Redis.from_url(support.SETTINGS.redis_url, decode_responses=True)
-    setting = "auto-aof-rewrite-percentage"
+    setting = AOF_REWRITE_SETTING
     before = r.config_get(setting)[setting]
     previous = pause_aof_rewrites()
     try:
