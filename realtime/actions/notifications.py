@@ -238,31 +238,36 @@ def conversation_activity(ctx: Context, conversation_id: str, sent_at: float | N
     # From here on a new message_send queues a new task (see edge/handlers/push.py).
     ctx.redis.delete(keys.notify_queued(conversation_id))
     with _conversation_lock(ctx, conversation_id):
-        conv = Conversation.objects(id=conversation_id).only("kind", "members", "last_seq").first()
-        if conv is None:
-            return 0
-        if len(conv.members or []) < 2:
-            return 0  # nobody to tell about anything
-        cursor = ctx.redis.get(keys.notify_cursor(conversation_id))
-        query = Message.objects(conversation_id=conversation_id)
-        if cursor is not None:
-            query = query(seq__gt=int(cursor))
-        else:
-            since = (sent_at or ctx.clock()) - FIRST_SEEN_LOOKBACK_S
-            query = query(created_at__gte=timeutil.utc_datetime(since))
-        done, last = 0, None
-        aud, writes = None, Writes()
-        for message in query.order_by("seq").limit(BATCH):
-            aud = aud or audience(ctx, conv)
-            on_message(ctx, conv, message, enqueue, aud, writes)
-            last = message.seq
-            done += 1
-        writes.commit(ctx, enqueue)
-        if last is not None:
-            ctx.redis.set(keys.notify_cursor(conversation_id), last, ex=CURSOR_TTL_S)
-        if done == BATCH:
-            enqueue(taskqueue.PUSH_CONVERSATION_ACTIVITY, [conversation_id, None])
-        return done
+        return _decide_undecided(ctx, conversation_id, sent_at, enqueue)
+
+
+def _decide_undecided(ctx: Context, conversation_id: str, sent_at: float | None, enqueue: Enqueue) -> int:
+    """Decide the messages past the conversation's cursor. Call under its notify lock."""
+    conv = Conversation.objects(id=conversation_id).only("kind", "members", "last_seq").first()
+    if conv is None:
+        return 0
+    if len(conv.members or []) < 2:
+        return 0  # nobody to tell about anything
+    cursor = ctx.redis.get(keys.notify_cursor(conversation_id))
+    query = Message.objects(conversation_id=conversation_id)
+    if cursor is not None:
+        query = query(seq__gt=int(cursor))
+    else:
+        since = (sent_at or ctx.clock()) - FIRST_SEEN_LOOKBACK_S
+        query = query(created_at__gte=timeutil.utc_datetime(since))
+    done, last = 0, None
+    aud, writes = None, Writes()
+    for message in query.order_by("seq").limit(BATCH):
+        aud = aud or audience(ctx, conv)
+        on_message(ctx, conv, message, enqueue, aud, writes)
+        last = message.seq
+        done += 1
+    writes.commit(ctx, enqueue)
+    if last is not None:
+        ctx.redis.set(keys.notify_cursor(conversation_id), last, ex=CURSOR_TTL_S)
+    if done == BATCH:
+        enqueue(taskqueue.PUSH_CONVERSATION_ACTIVITY, [conversation_id, None])
+    return done
 
 
 def flush(ctx: Context, user_id: str, conversation_id: str, enqueue: Enqueue = taskqueue.send) -> int:
@@ -274,7 +279,16 @@ def flush(ctx: Context, user_id: str, conversation_id: str, enqueue: Enqueue = t
             return 0
         now = ctx.clock()
         window = _window(ctx.redis, user_id, conversation_id)
-        due, window_after = policy.flush(window, now, ctx.settings.push_coalesce_s)
+        due, _ = policy.flush(window, now, ctx.settings.push_coalesce_s)
+        if due is not None:
+            # Messages of the burst that are stored but not decided yet (their decision
+            # task waits behind other work on a busy worker) belong in this push: decided
+            # after it, they would open a window of their own and push again, a second
+            # push for one burst. Deciding them here folds them in (the window is
+            # pending, so they are deferred into it); their own task finds nothing left.
+            if _decide_undecided(ctx, conversation_id, None, enqueue):
+                window = _window(ctx.redis, user_id, conversation_id)
+            due, window_after = policy.flush(window, now, ctx.settings.push_coalesce_s)
         if due is None:
             if window.pending:
                 enqueue(taskqueue.PUSH_FLUSH, [user_id, conversation_id],

@@ -30,7 +30,10 @@ def test_defaults_raise_the_young_threshold_lower_the_middle_one_and_freeze_what
 
     # A full collection is still considered every ~121 young collections: 2 x 60.
     assert gc.get_threshold() == (10_000, 1, 59)
-    assert frozen == gc.get_freeze_count() > 1000   # at least the imported modules
+    assert frozen > 1000                            # at least the imported modules
+    # Frozen objects are still freed by reference counting, so the count can only have
+    # fallen since (by the odd object another thread of this process let go of).
+    assert frozen - 100 < gc.get_freeze_count() <= frozen
     assert gc.get_count()[0] < 100                  # nothing left young to walk
 
 
