@@ -26,7 +26,6 @@ import os
 import struct
 import subprocess
 import time
-import urllib.parse
 
 import redis
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-import redis
+from redis import Redis
 
 from .. import timeutil
 from ..settings import Settings
@@ -17,7 +17,7 @@ class Emitter(Protocol):
 @dataclass
 class Context:
     settings: Settings
-    redis: redis.Redis
+    redis: Redis
     emit: Emitter
     source: str                       # envelope `source`: this node's or worker's id
     clock: Callable[[], float] = field(default=timeutil.now)

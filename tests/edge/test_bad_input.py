@@ -1,8 +1,6 @@
 """Bad input gets the contract's error, changes nothing, and leaves the socket usable."""
 import time
 
-import pytest
-
 from realtime.models import Message
 from tests import support
 from tests.support import unique

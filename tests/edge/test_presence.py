@@ -219,7 +219,7 @@ def test_killed_node_users_go_offline_and_the_node_is_restarted(clients):
     support.make_conversation([alice, bob])
     b = clients(support.EDGE1, user=bob)
     subscribe(b, alice)
-    a = clients(support.EDGE2, user=alice)
+    clients(support.EDGE2, user=alice)   # her only socket, on the node killed below
     wait_status(b, alice, "online")
     pid = _supervisor_pid("app:edge2")
     assert pid > 0
