@@ -21,6 +21,11 @@ Everything else (polling, probes, heads that are malformed, oversize or in piece
 beyond the limit) goes to eventlet's HTTP server unchanged, the bytes already read put
 back in front of the socket's input: its parsing, limits and error answers stay what
 they were.
+
+Every connection has EDGE_HEAD_TIMEOUT_S to send its request head, and on the plain HTTP
+side each read or write (idle keep-alive included) waits at most as long: a connection
+that sends half a head, or nothing, is closed then instead of holding a descriptor and
+a pooled greenlet for good (eventlet's own server waits forever by default).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import errno
 import io
 import logging
 import socket
+import time
 import urllib.parse
 
 import eventlet
@@ -127,15 +133,18 @@ class _Prefixed(io.RawIOBase):
 
 
 class EdgeHttpServer:
-    def __init__(self, listener, app, *, protocol: type[eventlet.wsgi.HttpProtocol], max_size: int):
+    def __init__(self, listener, app, *, protocol: type[eventlet.wsgi.HttpProtocol], max_size: int,
+                 head_timeout_s: float | None = None):
         self.listener = listener            # a GreenSocket (eventlet.listen)
         self.app = app
         self.pool = eventlet.GreenPool(max_size)
+        self.head_timeout_s = head_timeout_s or None   # 0: no limit
         # eventlet's server, for what is not a plain upgrade. debug=False: an app error is a
-        # bare 500, not a traceback sent to the client.
+        # bare 500, not a traceback sent to the client. Its socket timeout bounds each read
+        # and write of a request there (a long poll waits in the app, not on the socket).
         self.wsgi = eventlet.wsgi.Server(listener, listener.getsockname(), app, log=log,
                                          protocol=_with_prefix(protocol), keepalive=True,
-                                         log_output=False, debug=False, socket_timeout=None)
+                                         log_output=False, debug=False, socket_timeout=self.head_timeout_s)
         self.base_environ = self.wsgi.get_environ()
 
     def serve_forever(self) -> None:
@@ -160,7 +169,9 @@ class EdgeHttpServer:
 
     def handle(self, sock, addr) -> None:
         try:
-            head = self._read_head(sock)
+            head = self._read_head(sock, self.head_timeout_s)
+            if head is None:
+                log.debug("connection from %s: no request head within %ss", addr, self.head_timeout_s)
             if not head:
                 sock.close()
                 return
@@ -174,15 +185,25 @@ class EdgeHttpServer:
             _close(sock)
 
     @staticmethod
-    def _read_head(sock) -> bytes:
+    def _read_head(sock, timeout_s: float | None) -> bytes | None:
         """What the client sends until the end of its request head, LEAN_HEAD_LIMIT
-        bytes, or the end of its input."""
+        bytes, or the end of its input; None if that took longer than `timeout_s`."""
+        deadline = time.monotonic() + timeout_s if timeout_s else None
         buf = b""
         while True:
             try:
                 chunk = sock.recv(LEAN_HEAD_LIMIT)
             except (BlockingIOError, InterruptedError):
-                trampoline(sock.fileno(), read=True)
+                if deadline is None:
+                    trampoline(sock.fileno(), read=True)
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                try:
+                    trampoline(sock.fileno(), read=True, timeout=left, timeout_exc=socket.timeout)
+                except socket.timeout:
+                    return None
                 continue
             except OSError:
                 return buf
@@ -227,7 +248,7 @@ class EdgeHttpServer:
 
     def _fall_back(self, sock, addr, head: bytes) -> None:
         green = greenio.GreenSocket(sock)
-        green.settimeout(None)
+        green.settimeout(self.head_timeout_s)
         state = [addr, green, eventlet.wsgi.STATE_IDLE]
         try:
             self.wsgi.protocol(state, self.wsgi, head)

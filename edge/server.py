@@ -86,10 +86,26 @@ def serve(node: EdgeNode, app) -> None:
     s = node.settings
     if s.edge_async_mode == "gevent":
         from gevent.pool import Pool
-        from gevent.pywsgi import WSGIServer
+        from gevent.pywsgi import WSGIHandler, WSGIServer
+
+        head_timeout_s = s.edge_head_timeout_s or None
+
+        class EdgeGeventHandler(WSGIHandler):
+            # gevent's server waits forever for a request by default. Each read of a
+            # request line and headers (idle keep-alive included) waits at most
+            # EDGE_HEAD_TIMEOUT_S here; the app's own waits (a WebSocket's life, a long
+            # poll) are not held to it.
+            def handle_one_request(self):
+                self.socket.settimeout(head_timeout_s)
+                return super().handle_one_request()
+
+            def run_application(self):
+                self.socket.settimeout(None)
+                return super().run_application()
 
         listener = _listen(s.edge_host, s.edge_port, s.edge_listen_backlog)
-        server = WSGIServer(listener, app, spawn=Pool(s.edge_max_connections), log=None)
+        server = WSGIServer(listener, app, spawn=Pool(s.edge_max_connections), log=None,
+                            handler_class=EdgeGeventHandler)
         server.serve_forever()
     else:
         import eventlet
@@ -128,7 +144,8 @@ def serve(node: EdgeNode, app) -> None:
             # WebSocket handshakes answered by the accept loop itself, the socket handed
             # to edge.wsconn; the rest goes to eventlet's server (edge.acceptor).
             acceptor.EdgeHttpServer(listener, app, protocol=EdgeHttpProtocol,
-                                    max_size=s.edge_max_connections).serve_forever()
+                                    max_size=s.edge_max_connections,
+                                    head_timeout_s=s.edge_head_timeout_s).serve_forever()
         else:
             # Stock python-engineio: its websocket needs eventlet's request to live on.
             # debug=False: an app error is a bare 500, not a traceback sent to the client.

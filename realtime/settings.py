@@ -137,6 +137,12 @@ class Settings:
     # of 50; a chat edge holds tens of thousands of mostly idle sockets.
     edge_max_connections: int = 100_000
     edge_listen_backlog: int = 4096
+    # How long a connection may take to send its request head, and the longest any
+    # read or write of a plain HTTP exchange (polling, probes) may wait, idle
+    # keep-alive included. Without it, connections that send half a head, or nothing,
+    # would each hold a descriptor and a pooled greenlet for good: a few thousand
+    # of them and the node accepts no one else.
+    edge_head_timeout_s: float = 20.0
     cors_allowed_origins: tuple[str, ...] = ()
     # Channel of the Socket.IO Redis manager (cross-node fan-out).
     socketio_channel: str = "socketio"
@@ -223,6 +229,7 @@ class Settings:
             edge_async_mode=(env.get("EDGE_ASYNC_MODE") or "eventlet").lower(),
             edge_max_connections=_int(env, "EDGE_MAX_CONNECTIONS", 100_000),
             edge_listen_backlog=_int(env, "EDGE_LISTEN_BACKLOG", 4096),
+            edge_head_timeout_s=_float(env, "EDGE_HEAD_TIMEOUT_S", cls.edge_head_timeout_s),
             cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS")),
             socketio_channel=env.get("EDGE_SOCKETIO_CHANNEL") or "socketio",
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,

@@ -181,3 +181,82 @@ def test_a_client_that_sends_its_request_late_is_still_served():
         sock.sendall(_head())
         status, _, rest = _read_response_head(sock)
         assert status == 101
+
+
+# --- connections that never finish their request ---------------------------------------------
+HEAD_TIMEOUT_S = 0.5
+SLOW_PORTS = {"eventlet": 5044, "gevent": 5045}
+
+
+@pytest.fixture(scope="module", params=sorted(SLOW_PORTS))
+def slow_head_node(request):
+    """An edge node, in each async mode, that gives a request head HEAD_TIMEOUT_S to arrive."""
+    port = SLOW_PORTS[request.param]
+    proc = support.start_edge(port, support.unique("headtimeout"),
+                              {"EDGE_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S), "EDGE_ASYNC_MODE": request.param})
+    yield ("127.0.0.1", port)
+    support.stop_process(proc)
+
+
+def _seconds_until_closed(sock, limit_s: float = 10) -> float:
+    """How long until the node closes `sock` (reading and dropping what it sends)."""
+    started = time.monotonic()
+    sock.settimeout(limit_s)
+    try:
+        while sock.recv(65536):
+            pass
+    except socket.timeout:
+        pytest.fail(f"still open after {limit_s}s")
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("sent", [
+    _head()[:40],                                  # half a WebSocket upgrade's head
+    b"GET /healthz HTTP/1.1\r\nHost: e",           # half of anything else
+    b"G",
+])
+def test_a_head_that_stops_halfway_is_closed_after_the_timeout(slow_head_node, sent):
+    with socket.create_connection(slow_head_node, timeout=10) as sock:
+        sock.sendall(sent)
+        assert HEAD_TIMEOUT_S * 0.8 <= _seconds_until_closed(sock) < HEAD_TIMEOUT_S + 3
+
+
+# The accept loop's deadline is for the whole head; gevent's server times each read.
+@pytest.mark.parametrize("slow_head_node", ["eventlet"], indirect=True)
+def test_a_head_that_trickles_in_is_held_to_the_timeout_in_all(slow_head_node):
+    # Each piece alone comes well within the timeout; the head as a whole does not.
+    head = _head()
+    with socket.create_connection(slow_head_node, timeout=10) as sock:
+        started = time.monotonic()
+        for i in range(0, len(head) - 4, 4):
+            try:
+                sock.sendall(head[i:i + 4])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(HEAD_TIMEOUT_S / 5)
+            if time.monotonic() - started > HEAD_TIMEOUT_S + 3:
+                pytest.fail("the trickle was never cut off")
+        _seconds_until_closed(sock)
+        assert time.monotonic() - started < HEAD_TIMEOUT_S + 3
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(slow_head_node):
+    # Served by eventlet's server (not an upgrade), which then waits for the next request.
+    with socket.create_connection(slow_head_node, timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n")
+        status, _, _ = _read_response_head(sock)
+        assert status == 200
+        assert _seconds_until_closed(sock) < HEAD_TIMEOUT_S + 3
+
+
+def test_the_node_still_serves_upgrades_and_polling_in_time(slow_head_node):
+    with socket.create_connection(slow_head_node, timeout=10) as sock:
+        sock.sendall(_head())
+        status, _, rest = _read_response_head(sock)
+        assert status == 101
+        time.sleep(HEAD_TIMEOUT_S * 2)   # an open WebSocket is not held to the head's timeout
+        _socketio_works(sock, rest, support.unique("afterheads"))
+    url = f"http://{slow_head_node[0]}:{slow_head_node[1]}"
+    assert support.http_ok(f"{url}/healthz")

@@ -20,8 +20,9 @@ def test_none_algorithm_refused():
 
 
 def test_timings_read_from_env():
-    s = Settings.from_env({"CALL_RING_TIMEOUT_S": "3", "AUTH_GRACE_S": "0.5"})
-    assert s.call_ring_timeout_s == 3.0 and s.auth_grace_s == 0.5
+    s = Settings.from_env({"CALL_RING_TIMEOUT_S": "3", "AUTH_GRACE_S": "0.5", "EDGE_HEAD_TIMEOUT_S": "2.5"})
+    assert s.call_ring_timeout_s == 3.0 and s.auth_grace_s == 0.5 and s.edge_head_timeout_s == 2.5
+    assert Settings.from_env({}).edge_head_timeout_s == 20.0
     with pytest.raises(SettingsError):
         Settings.from_env({"TYPING_EXPIRY_S": "soon"})
 
