@@ -103,6 +103,11 @@ def serve(node: EdgeNode, app) -> None:
                 self.socket.settimeout(None)
                 return super().run_application()
 
+            def _handle_client_error(self, ex):
+                if isinstance(ex, socket.timeout):
+                    return None   # headers that never finished: close, no traceback on stderr
+                return super()._handle_client_error(ex)
+
         listener = _listen(s.edge_host, s.edge_port, s.edge_listen_backlog)
         server = WSGIServer(listener, app, spawn=Pool(s.edge_max_connections), log=None,
                             handler_class=EdgeGeventHandler)

@@ -192,7 +192,8 @@ SLOW_PORTS = {"eventlet": 5044, "gevent": 5045}
 def slow_head_node(request):
     """An edge node, in each async mode, that gives a request head HEAD_TIMEOUT_S to arrive."""
     port = SLOW_PORTS[request.param]
-    proc = support.start_edge(port, support.unique("headtimeout"),
+    # A short node id: it starts every session id, and _socketio_works reads a short OPEN frame.
+    proc = support.start_edge(port, f"ht{port}",
                               {"EDGE_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S), "EDGE_ASYNC_MODE": request.param})
     yield ("127.0.0.1", port)
     support.stop_process(proc)
