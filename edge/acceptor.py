@@ -55,6 +55,9 @@ _ACCEPT_RETRY = {errno.ECONNABORTED, errno.EPROTO, errno.ENOBUFS, errno.ENOMEM,
                  errno.EMFILE, errno.ENFILE, errno.EPERM}
 # How long the accept loop waits after running out of descriptors or memory.
 ACCEPT_BACKOFF_S = 0.05
+# accept() failures are logged at most this often, with how many there were: a node at its
+# descriptor limit fails 1 / ACCEPT_BACKOFF_S times a second until descriptors free up.
+ACCEPT_FAILURE_LOG_EVERY_S = 10.0
 
 _RawSocket = patcher.original("socket").socket
 
@@ -146,6 +149,8 @@ class EdgeHttpServer:
                                          protocol=_with_prefix(protocol), keepalive=True,
                                          log_output=False, debug=False, socket_timeout=self.head_timeout_s)
         self.base_environ = self.wsgi.get_environ()
+        self._accept_failures = 0
+        self._next_failure_log = 0.0
 
     def serve_forever(self) -> None:
         raw = self.listener.fd
@@ -159,13 +164,23 @@ class EdgeHttpServer:
             except OSError as exc:
                 if exc.errno not in _ACCEPT_RETRY:
                     raise
-                log.warning("accept failed: %s", exc)
+                self._log_accept_failure(exc)
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     eventlet.sleep(ACCEPT_BACKOFF_S)
                 continue
             sock = _RawSocket(raw.family, raw.type, raw.proto, fileno=conn_fd)
             sock.setblocking(False)
             self.pool.spawn_n(self.handle, sock, addr)
+
+    def _log_accept_failure(self, exc: OSError) -> None:
+        self._accept_failures += 1
+        now = time.monotonic()
+        if now >= self._next_failure_log:
+            failures = self._accept_failures
+            log.warning("accept failed: %s (%d failure%s since the last report)", exc, failures,
+                        "" if failures == 1 else "s")
+            self._accept_failures = 0
+            self._next_failure_log = now + ACCEPT_FAILURE_LOG_EVERY_S
 
     def handle(self, sock, addr) -> None:
         try:

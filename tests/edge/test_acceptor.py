@@ -3,6 +3,7 @@ upgrades) and which go to eventlet's HTTP server, on their own and in a running 
 import base64
 import json
 import os
+import resource
 import socket
 import time
 from urllib.parse import urlsplit
@@ -265,3 +266,53 @@ def test_the_node_still_serves_upgrades_and_polling_in_time(slow_head_node):
         _socketio_works(sock, rest, support.unique("afterheads"))
     url = f"http://{slow_head_node[0]}:{slow_head_node[1]}"
     assert support.http_ok(f"{url}/healthz")
+
+
+# --- running out of descriptors ----------------------------------------------------------------
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_node_out_of_descriptors_keeps_serving_and_accepts_again_once_some_are_free():
+    # accept() fails with EMFILE while the process is at its descriptor limit. The accept
+    # loop must log it, back off and carry on (edge.acceptor._ACCEPT_RETRY), not die: the
+    # connections waiting in the listen backlog are accepted once descriptors are free.
+    port = 5046
+    held = []
+    log_path = support.ROOT / "var" / "log" / f"test-fd{port}.log"
+    logged_before = log_path.stat().st_size if log_path.exists() else 0
+    proc = support.start_edge(port, f"fd{port}")
+    try:
+        spare = 12
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (_open_fds(proc.pid) + spare, 4096))
+        for _ in range(spare * 2):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(_head())
+            held.append(sock)
+        time.sleep(1.0)
+        answered = []
+        for sock in held:
+            sock.settimeout(0.2)
+            try:
+                answered.append(sock.recv(12).startswith(b"HTTP/1.1 101"))
+            except socket.timeout:
+                answered.append(False)
+        assert proc.poll() is None
+        assert 0 < sum(answered) < len(held), answered       # some in, the rest wait
+        log = log_path.read_bytes()[logged_before:].decode()
+        # Reported, but not each of the ~20 failures a second.
+        assert 1 <= log.count("accept failed: [Errno 24] Too many open files") <= 2, log
+
+        for sock, ok in zip(held, answered):
+            if ok:
+                sock.close()                                  # frees the node's descriptors
+        waiting = [sock for sock, ok in zip(held, answered) if not ok]
+        for sock in waiting[:spare // 2]:
+            sock.settimeout(10)
+            status, _, _ = _read_response_head(sock)
+            assert status == 101
+        assert proc.poll() is None
+    finally:
+        for sock in held:
+            sock.close()
+        support.stop_process(proc)
