@@ -138,7 +138,11 @@ def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable(fi
     producer.close(timeout=10)   # as the task drops it (it may still deliver: at least once)
     assert r.xlen(stream) == 50
     assert r.xpending(stream, keys.OUTBOX_GROUP)["pending"] == 50
-    assert kafka_relay.relay(r, settings, stream=stream, producer=kafka_relay.make_producer(settings)) == 50
+    fresh = kafka_relay.make_producer(settings)
+    try:
+        assert kafka_relay.relay(r, settings, stream=stream, producer=fresh) == 50
+    finally:
+        fresh.close(timeout=10)
     assert r.xlen(stream) == 0
     seen = consume_event_ids(settings.topic("presence"), {e.event_id for e in events}, timeout=15)
     assert len(seen) == 50
