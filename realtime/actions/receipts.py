@@ -113,7 +113,12 @@ def stored_reads(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], StoredRe
 
 
 def _not_aggregated(r: redis.Redis, members: list[str]) -> dict[str, tuple[PendingRead | None, Target | None]]:
-    """Pending reads and in-flight targets of these pairs (read-your-writes)."""
+    """Pending reads and in-flight targets of these pairs (read-your-writes).
+
+    Read before the database: a read moves from pending to flushing (one script), is
+    written to the database, and only then leaves flushing. Read in that same order
+    (pending, flushing, database), every read is seen in at least one of the three; the
+    other order can miss one whose aggregation ran between the two reads."""
     if not members:
         return {}
     pipe = r.pipeline(transaction=False)
@@ -136,8 +141,9 @@ def receipts_get(user_id: str, conversation_id: str, r: redis.Redis) -> dict[str
     conv = conversations.load_for_member(conversation_id, user_id)
     members = list(conv.members or [])
     last_seq = conversations.current_last_seq(r, conversation_id, conv.last_seq or 0)
-    stored = stored_reads([(conversation_id, m) for m in members])
+    # Redis before the database: see _not_aggregated.
     extra = _not_aggregated(r, [keys.pair(conversation_id, m) for m in members])
+    stored = stored_reads([(conversation_id, m) for m in members])
     watermarks = {}
     for member in members:
         pending, target = extra[keys.pair(conversation_id, member)]
@@ -159,8 +165,8 @@ def unread_get(user_id: str, r: redis.Redis) -> dict[str, int]:
         raise unavailable(exc) from exc
     convs = conversations.current_last_seqs(r, stored_last)
     ids = list(convs)
+    extra = _not_aggregated(r, [keys.pair(c, user_id) for c in ids])   # before the database
     stored = {c: state for (c, _), state in stored_reads([(c, user_id) for c in ids]).items()}
-    extra = _not_aggregated(r, [keys.pair(c, user_id) for c in ids])
     out = {}
     for conversation_id in ids:
         pending, target = extra[keys.pair(conversation_id, user_id)]

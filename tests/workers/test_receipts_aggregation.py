@@ -97,3 +97,31 @@ def test_reads_within_the_window_wait_for_it_and_carry_the_newest_watermark(ctx)
     time.sleep(support.SETTINGS.receipt_window_s)
     aggregation.flush(ctx)
     assert [e[1]["seq"] for e in mine(ctx, conv) if e[0] == "read_receipt"] == [10, 13]
+
+
+@pytest.mark.parametrize("read", ["receipts_get", "unread_get"])
+def test_a_run_between_the_readers_two_reads_is_not_missed(ctx, monkeypatch, read):
+    """receipts_get and unread_get read the database and Redis's pending/flushing reads;
+    a whole aggregation run (staged, written, done) between the two reads must not hide
+    the read from both."""
+    conv, users = setup_reads(ctx, n_users=2)
+    reader = users[0]
+    ran = []
+
+    def run_the_aggregation_after(real):
+        def read_then_aggregate(*args, **kwargs):
+            result = real(*args, **kwargs)
+            if not ran:
+                ran.append(real.__name__)
+                aggregation.flush(ctx)
+            return result
+        return read_then_aggregate
+
+    monkeypatch.setattr(receipts, "stored_reads", run_the_aggregation_after(receipts.stored_reads))
+    monkeypatch.setattr(receipts, "_not_aggregated", run_the_aggregation_after(receipts._not_aggregated))
+    if read == "receipts_get":
+        watermarks = receipts.receipts_get(reader, conv, ctx.redis)
+        assert watermarks == {users[0]: 10, users[1]: 11}
+    else:
+        assert receipts.unread_get(reader, ctx.redis)[conv] == 50 - 10
+    assert ran and ReadState.objects(conversation_id=conv, user_id=reader).first().seq == 10
