@@ -24,9 +24,12 @@ def test_every_program_runs():
 
 
 def test_flower_lists_the_running_workers():
-    workers = support.eventually(
-        lambda: requests.get(f"{support.FLOWER}/api/workers?refresh=1", timeout=10).json(), timeout=30,
-        message="Flower lists workers")
+    def listed():
+        try:   # Flower may be starting or slow to ask the workers: try again
+            return requests.get(f"{support.FLOWER}/api/workers?refresh=1", timeout=10).json()
+        except (requests.RequestException, ValueError):
+            return None
+    workers = support.eventually(listed, timeout=30, message="Flower lists workers")
     assert any(name.startswith("worker") for name in workers), workers
 
 

@@ -1,6 +1,8 @@
 """Bad input gets the contract's error, changes nothing, and leaves the socket usable."""
 import time
 
+import socketio
+
 from realtime.models import Message
 from tests import support
 from tests.support import unique
@@ -96,5 +98,8 @@ def test_rate_limit_then_disconnect_on_sustained_abuse(clients):
     for _ in range(300):
         if not c.sio.connected:
             break
-        c.sio.emit("history", bad)
+        try:
+            c.sio.emit("history", bad)
+        except socketio.exceptions.BadNamespaceError:
+            break   # dropped between emits: the client's read thread removed the namespace
     assert c.disconnected.wait(5)
