@@ -22,6 +22,8 @@ from realtime.settings import Settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STACK_ENV_FILE = ROOT / "var" / "stack.env"
+# The stack's supervisord, for tests that stop, pause or look up its programs.
+SUPERVISORCTL = [str(ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(ROOT / "supervisord.conf")]
 
 EDGE1 = "http://127.0.0.1:5001"
 EDGE2 = "http://127.0.0.1:5002"
@@ -60,6 +62,12 @@ def token(user_id: str, *, ttl_s: float = 3600, session_id: str | None = None,
           device_id: str | None = None, now: float | None = None, **extra) -> str:
     return auth.mint(SETTINGS, user_id, ttl_s=ttl_s, now=now if now is not None else time.time(),
                      session_id=session_id, device_id=device_id, extra=extra or None)
+
+
+def supervisor_pid(program: str) -> int:
+    """The pid of one of the stack's programs (e.g. "services:kafka"); 0 when it is not running."""
+    out = subprocess.run([*SUPERVISORCTL, "pid", program], capture_output=True, text=True, timeout=10).stdout
+    return int(out.strip() or 0)
 
 
 def make_conversation(members: list[str], kind: str = "group", conversation_id: str | None = None) -> str:

@@ -16,8 +16,7 @@ BURST_OF_CLEARS = 1500
 
 
 def test_every_program_runs():
-    out = subprocess.run([str(support.ROOT / ".venv/bin/supervisorctl"), "-c", str(support.ROOT / "supervisord.conf"),
-                          "status"], capture_output=True, text=True).stdout
+    out = subprocess.run([*support.SUPERVISORCTL, "status"], capture_output=True, text=True).stdout
     for name in ("edge1", "edge2", "worker", "worker_outbox", "worker_push", "beat", "flower", "kafka_fanout"):
         line = next((l for l in out.splitlines() if f":{name} " in l), "")
         assert "RUNNING" in line, out

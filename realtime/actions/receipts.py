@@ -165,7 +165,8 @@ def unread_get(user_id: str, r: redis.Redis) -> dict[str, int]:
         raise unavailable(exc) from exc
     convs = conversations.current_last_seqs(r, stored_last)
     ids = list(convs)
-    extra = _not_aggregated(r, [keys.pair(c, user_id) for c in ids])   # before the database
+    # Redis before the database: see _not_aggregated.
+    extra = _not_aggregated(r, [keys.pair(c, user_id) for c in ids])
     stored = {c: state for (c, _), state in stored_reads([(c, user_id) for c in ids]).items()}
     out = {}
     for conversation_id in ids:

@@ -16,7 +16,6 @@ from tests.support import unique
 
 GRACE = support.SETTINGS.presence_offline_grace_s
 NODE_TIMEOUT = support.SETTINGS.presence_node_timeout_s
-SUPERVISORCTL = [str(support.ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(support.ROOT / "supervisord.conf")]
 
 
 def statuses(client, user_id):
@@ -208,11 +207,6 @@ def test_at_most_1000_subscriptions_per_socket(clients):
     subscribe(c, others[1000])
 
 
-def _supervisor_pid(program: str) -> int:
-    out = subprocess.run([*SUPERVISORCTL, "pid", program], capture_output=True, text=True, timeout=10).stdout
-    return int(out.strip() or 0)
-
-
 def test_killed_node_users_go_offline_and_the_node_is_restarted(clients):
     r = redis.Redis.from_url(support.SETTINGS.redis_url)
     alice, bob = unique("alice"), unique("bob")
@@ -221,7 +215,7 @@ def test_killed_node_users_go_offline_and_the_node_is_restarted(clients):
     subscribe(b, alice)
     clients(support.EDGE2, user=alice)   # her only socket, on the node killed below
     wait_status(b, alice, "online")
-    pid = _supervisor_pid("app:edge2")
+    pid = support.supervisor_pid("app:edge2")
     assert pid > 0
     killed_at = time.monotonic()
     subprocess.run(["kill", "-9", str(pid)], check=True)
@@ -229,7 +223,7 @@ def test_killed_node_users_go_offline_and_the_node_is_restarted(clients):
     assert time.monotonic() - killed_at <= NODE_TIMEOUT + 10
     assert not connections.is_connected(r, alice)
     # The supervisor brings the node back under the same id, and it serves again.
-    support.eventually(lambda: _supervisor_pid("app:edge2") not in (0, pid)
+    support.eventually(lambda: support.supervisor_pid("app:edge2") not in (0, pid)
                        and support.http_ok(f"{support.EDGE2}/readyz"), timeout=30, message="edge2 restarted")
     clients(support.EDGE2, user=alice)
     support.eventually(lambda: statuses(b, alice) == ["online", "offline", "online"], timeout=5,

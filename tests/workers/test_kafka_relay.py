@@ -15,7 +15,6 @@ from tests import support
 from tests.support import unique
 from workers import kafka_relay
 
-SUPERVISORCTL = [str(support.ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(support.ROOT / "supervisord.conf")]
 
 
 def consume_event_ids(topic: str, want: set[str], timeout: float) -> dict[str, dict]:
@@ -128,7 +127,8 @@ def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable(fi
     producer = kafka_relay.make_producer(settings)
     # Metadata and a connection first: with them, send() only queues, and the flush waits.
     assert producer.partitions_for(settings.topic("presence"))
-    kafka_pid = _kafka_pid()
+    kafka_pid = support.supervisor_pid("services:kafka")
+    assert kafka_pid > 0   # never signal pid 0, the test's own process group
     os.kill(kafka_pid, signal.SIGSTOP)
     try:
         with pytest.raises(kafka_relay.KafkaUnavailable, match="50 of 50 events not acknowledged by Kafka"):
@@ -148,13 +148,8 @@ def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable(fi
     assert len(seen) == 50
 
 
-def _kafka_pid() -> int:
-    out = subprocess.run(SUPERVISORCTL + ["pid", "services:kafka"], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip())
-
-
 def _kafka_managed() -> bool:
-    out = subprocess.run(SUPERVISORCTL + ["status", "services:kafka"], capture_output=True, text=True)
+    out = subprocess.run([*support.SUPERVISORCTL, "status", "services:kafka"], capture_output=True, text=True)
     return "RUNNING" in out.stdout
 
 
@@ -164,7 +159,7 @@ def test_kafka_stopped_then_restarted_loses_no_acknowledged_event(clients):
     alice = unique("alice")
     conv = support.make_conversation([alice])
     a = clients(support.EDGE1, user=alice)
-    subprocess.run(SUPERVISORCTL + ["stop", "services:kafka"], check=True, capture_output=True)
+    subprocess.run([*support.SUPERVISORCTL, "stop", "services:kafka"], check=True, capture_output=True)
     try:
         acked = []
         for i in range(20):
@@ -172,7 +167,7 @@ def test_kafka_stopped_then_restarted_loses_no_acknowledged_event(clients):
             assert ack["ok"], ack  # the edge never waits on Kafka
             acked.append(ack["message"]["id"])
     finally:
-        subprocess.run(SUPERVISORCTL + ["start", "services:kafka"], check=True, capture_output=True)
+        subprocess.run([*support.SUPERVISORCTL, "start", "services:kafka"], check=True, capture_output=True)
     want = {envelope.stable_event_id("message.created", mid) for mid in acked}
     seen = consume_event_ids(support.SETTINGS.topic("messages"), want, timeout=90)
     assert set(seen) == want
