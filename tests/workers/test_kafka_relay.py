@@ -126,7 +126,7 @@ def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable(fi
     r, stream, events = fifty_events
     producer = kafka_relay.make_producer(settings)
     # Metadata and a connection first: with them, send() only queues, and the flush waits.
-    assert producer.partitions_for(settings.topic("presence"))
+    assert producer.connect(settings.topic("presence"))
     kafka_pid = support.supervisor_pid("services:kafka")
     assert kafka_pid > 0   # never signal pid 0, the test's own process group
     os.kill(kafka_pid, signal.SIGSTOP)
@@ -135,14 +135,14 @@ def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable(fi
             kafka_relay.relay(r, settings, stream=stream, producer=producer, flush_timeout_s=0.5)
     finally:
         os.kill(kafka_pid, signal.SIGCONT)
-    producer.close(timeout=10)   # as the task drops it (it may still deliver: at least once)
+    producer.close()   # as the task drops it (it may still deliver: at least once)
     assert r.xlen(stream) == 50
     assert r.xpending(stream, keys.OUTBOX_GROUP)["pending"] == 50
     fresh = kafka_relay.make_producer(settings)
     try:
         assert kafka_relay.relay(r, settings, stream=stream, producer=fresh) == 50
     finally:
-        fresh.close(timeout=10)
+        fresh.close(10)
     assert r.xlen(stream) == 0
     seen = consume_event_ids(settings.topic("presence"), {e.event_id for e in events}, timeout=15)
     assert len(seen) == 50
