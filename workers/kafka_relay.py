@@ -59,6 +59,11 @@ class RelayProducer:
             "client.id": "realtime-relay",
             "acks": "all",
             "linger.ms": 5,
+            # A key's partition as the Java client (and kafka-python) choose it: the
+            # message service and any other producer put a conversation's events in the
+            # same partition as this relay, so consumers see them in order
+            # (librdkafka's default hashes keys differently).
+            "partitioner": "murmur2_random",
             "request.timeout.ms": KAFKA_REQUEST_TIMEOUT_MS,
             "message.timeout.ms": KAFKA_DELIVERY_TIMEOUT_MS,
             "socket.connection.setup.timeout.ms": KAFKA_REQUEST_TIMEOUT_MS,

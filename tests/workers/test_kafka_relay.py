@@ -9,6 +9,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaTimeoutError
+from kafka.partitioner.default import murmur2
 
 from realtime import envelope, keys, outbox
 from tests import support
@@ -42,7 +43,7 @@ def consume_event_ids(topic: str, want: set[str], timeout: float) -> dict[str, d
                 for record in batch:
                     event = orjson.loads(record.value)
                     if event.get("event_id") in want:
-                        seen.setdefault(event["event_id"], dict(event, _key=record.key))
+                        seen.setdefault(event["event_id"], dict(event, _key=record.key, _partition=record.partition))
     finally:
         consumer.close()
     return seen
@@ -113,6 +114,28 @@ def test_relay_killed_mid_batch_loses_nothing(fifty_events):
     assert r.xlen(stream) == 0
     seen = consume_event_ids(settings.topic("presence"), {e.event_id for e in events}, timeout=15)
     assert len(seen) == 50
+
+
+def test_a_keys_partition_is_the_java_clients(fifty_events):
+    """Events with the same key land in the partition the Java client and kafka-python
+    pick for it (murmur2), so the message service's events and the relay's for one
+    conversation share a partition and stay in order."""
+    settings = support.SETTINGS
+    r, stream, events = fifty_events
+    assert kafka_relay.relay(r, settings, stream=stream) == 50
+    topic = settings.topic("presence")
+    seen = consume_event_ids(topic, {e.event_id for e in events}, timeout=15)
+    assert len(seen) == 50
+    partitions = sorted({event["_partition"] for event in seen.values()})
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        count = len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close()
+    assert count > 1, "the check needs a topic of several partitions"
+    for event in seen.values():
+        assert event["_partition"] == (murmur2(event["_key"]) & 0x7FFFFFFF) % count, event["_key"]
+    assert len(partitions) > 1   # fifty keys spread: the hash was applied, not one fixed partition
 
 
 def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable(fifty_events):
