@@ -35,7 +35,8 @@ def bare_kafka_python_rate(settings, events) -> float:
 
 
 def bare_librdkafka_rate(settings, events) -> float:
-    """The relay's producer settings, records produced as fast as the queue takes them."""
+    """librdkafka with the relay's acks and linger, records produced as fast as its queue
+    takes them."""
     producer = confluent_kafka.Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all",
                                          "linger.ms": 5})
     payloads = [(e.key.encode(), orjson.dumps(e.to_dict())) for e in events]

@@ -139,9 +139,9 @@ def test_a_keys_partition_is_the_java_clients(fifty_events):
 
 
 def test_a_flush_that_times_out_keeps_the_batch_and_reports_kafka_unavailable(fifty_events):
-    """A flush that does not finish in time (as after a broker restart, when the
-    producer's in-flight batches stay unresolved) is Kafka being unavailable: the
-    entries stay pending, and the task rebuilds the producer. The real broker is
+    """A flush that does not finish in time (a broker that does not answer, or one that
+    came back while a producer's requests were in flight) is Kafka being unavailable:
+    the entries stay pending, and the task rebuilds the producer. The real broker is
     paused (SIGSTOP) while the batch is sent, so that nothing can answer in time."""
     if not _kafka_managed():
         pytest.skip("Kafka is not run by this stack's supervisord (external KAFKA_BOOTSTRAP)")
