@@ -24,7 +24,6 @@ import base64
 import json
 import os
 import struct
-import subprocess
 import time
 
 import redis
@@ -34,7 +33,6 @@ from realtime.models import Conversation
 from tests import support
 
 NODES = [("127.0.0.1", 5001, "app:edge1"), ("127.0.0.1", 5002, "app:edge2")]
-SUPERVISORCTL = [str(support.ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(support.ROOT / "supervisord.conf")]
 
 
 class SioClient:
@@ -152,11 +150,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def edge_pids() -> list[int]:
-    pids = []
-    for _, _, program in NODES:
-        out = subprocess.run([*SUPERVISORCTL, "pid", program], capture_output=True, text=True, timeout=10)
-        pids.append(int(out.stdout.strip()))
-    return pids
+    return [support.supervisor_pid(program) for _, _, program in NODES]
 
 
 def total_redis_calls(r: redis.Redis) -> int:

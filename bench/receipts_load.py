@@ -27,14 +27,12 @@ from realtime.redis_client import make_redis
 from tests import support
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SUPERVISORCTL = [str(support.ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(support.ROOT / "supervisord.conf")]
 
 
 def program_pids(name: str) -> list[int]:
-    out = subprocess.run(SUPERVISORCTL + ["pid", name], capture_output=True, text=True).stdout.strip()
-    if not out.isdigit() or out == "0":
+    root = support.supervisor_pid(name)
+    if not root:
         return []
-    root = int(out)
     pids, todo = [], [root]
     while todo:  # the program and all its descendants (celery pool children)
         pid = todo.pop()

@@ -54,7 +54,6 @@ SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "1")
 # apart ("Redis + database CPU"), so what the edge makes them do stays visible.
 BACKING_CPU = os.environ.get("BENCH_BACKING_CPU", GEN_CPU)
 BACKING_PROGRAMS = ("services:redis", "services:ferretdb", "services:kafka")
-SUPERVISORCTL = [str(ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(ROOT / "supervisord.conf")]
 EDGE_CHANNEL = "bench-socketio"
 NODE_PREFIX = "bench-node"
 PORTS = {"edge": (5101, 5102, 5103), "edge-stock": (5111, 5112, 5113), "edge-gevent": (5121, 5122, 5123),
@@ -174,9 +173,9 @@ class BackingServices:
     def of_stack(cls) -> "BackingServices":
         pids = {}
         for program in BACKING_PROGRAMS:
-            out = subprocess.run([*SUPERVISORCTL, "pid", program], capture_output=True, text=True).stdout.strip()
-            if out.isdigit() and int(out) > 0:
-                pids[program.split(":", 1)[1]] = int(out)
+            pid = support.supervisor_pid(program)
+            if pid:
+                pids[program.split(":", 1)[1]] = pid
         return cls(pids)
 
     def pin(self, cpus: str) -> None:

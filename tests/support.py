@@ -65,9 +65,10 @@ def token(user_id: str, *, ttl_s: float = 3600, session_id: str | None = None,
 
 
 def supervisor_pid(program: str) -> int:
-    """The pid of one of the stack's programs (e.g. "services:kafka"); 0 when it is not running."""
-    out = subprocess.run([*SUPERVISORCTL, "pid", program], capture_output=True, text=True, timeout=10).stdout
-    return int(out.strip() or 0)
+    """The pid of one of the stack's programs (e.g. "services:kafka"); 0 when it is not
+    running or supervisord does not know it."""
+    out = subprocess.run([*SUPERVISORCTL, "pid", program], capture_output=True, text=True, timeout=10).stdout.strip()
+    return int(out) if out.isdigit() else 0
 
 
 def make_conversation(members: list[str], kind: str = "group", conversation_id: str | None = None) -> str:
